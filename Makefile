@@ -1,0 +1,34 @@
+# mail-proxy developer tasks. `make` alone lists them.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+PACKAGES := core/mail_proxy api/mail_proxy_api sender/mail_proxy_sender operator/mail_proxy_operator cli/mail_proxy_cli
+
+.PHONY: help install run test lint typecheck imports bench check
+
+help: ## Show this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: ## Install mail-proxy with the embedded Postgres and the dev tools (editable)
+	$(PIP) install --quiet -e '.[dev]'
+
+run: install ## Install and run the whole service on an embedded Postgres (http://127.0.0.1:8000)
+	mail-proxy serve
+
+test: install ## Install and run every test (lint, types and import contracts included)
+	$(PYTHON) -m pytest
+
+lint: ## ruff check + format check
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+typecheck: ## mypy --strict on the packages
+	$(PYTHON) -m mypy
+
+imports: ## import-linter contracts (core imports no component; components are independent)
+	lint-imports
+
+bench: install ## Run the benchmarks (they print figures; nothing is asserted)
+	$(PYTHON) bench/enqueue.py
+
+check: lint typecheck imports test ## Everything CI runs

@@ -1,0 +1,21 @@
+"""The FastAPI application factory; `main()` builds the context and passes it in."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from mail_proxy import __version__
+from mail_proxy_api.body_limit import BodySizeLimit
+from mail_proxy_api.context import ApiContext
+from mail_proxy_api.errors import install_error_handlers
+from mail_proxy_api.routes import accounts, commands, health, instance, messages, tenants
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="Async Mail Service", version=__version__)
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_request_bytes)
+    for module in (health, commands, messages, accounts, tenants, instance):
+        app.include_router(module.router)
+    return app

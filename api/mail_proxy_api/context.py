@@ -1,0 +1,31 @@
+"""What every request handler needs, built once in `main()` and handed to `create_app`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+
+from mail_proxy.config import Settings
+from mail_proxy.encryption import SecretBox
+from mail_proxy.metrics import Metrics
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    pool: asyncpg.Pool
+    box: SecretBox
+    metrics: Metrics
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def _context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ApiContext, Depends(_context)]

@@ -1,0 +1,96 @@
+"""Database rows to HTTP shapes: timestamps as ISO strings, secrets masked, pks as strings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from mail_proxy.db.tenants import parse_suspended
+from mail_proxy.redact import redact
+from mail_proxy_api.schemas.accounts import AccountInfo
+from mail_proxy_api.schemas.instance import InstanceInfo
+from mail_proxy_api.schemas.messages import MessageEvent, MessageRecord
+from mail_proxy_api.schemas.tenants import TenantInfo
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def tenant_info(row: asyncpg.Record) -> TenantInfo:
+    return TenantInfo(
+        id=row["id"],
+        name=row["name"],
+        client_auth=redact(row["client_auth"]),
+        client_base_url=row["client_base_url"],
+        client_sync_path=row["client_sync_path"],
+        client_attachment_path=row["client_attachment_path"],
+        rate_limits=row["rate_limits"],
+        large_file_config=row["large_file_config"],
+        active=row["active"],
+        suspended_batches=parse_suspended(row["suspended_batches"]),
+        managed_by=row["managed_by"],
+        created_at=iso(row["created_at"]),
+        updated_at=iso(row["updated_at"]),
+    )
+
+
+def account_info(row: asyncpg.Record) -> AccountInfo:
+    return AccountInfo(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        host=row["host"],
+        port=row["port"],
+        user=row["username"],
+        ttl=row["ttl"],
+        limit_per_minute=row["limit_per_minute"],
+        limit_per_hour=row["limit_per_hour"],
+        limit_per_day=row["limit_per_day"],
+        limit_behavior=row["limit_behavior"],
+        use_tls=row["use_tls"],
+        tls_verify=row["tls_verify"],
+        batch_size=row["batch_size"],
+        created_at=iso(row["created_at"]),
+        updated_at=iso(row["updated_at"]),
+        is_pec_account=row["is_pec_account"],
+        imap_host=row["imap_host"],
+        imap_port=row["imap_port"],
+        managed_by=row["managed_by"],
+    )
+
+
+def instance_info(row: asyncpg.Record) -> InstanceInfo:
+    fields = {
+        key: row[key]
+        for key in InstanceInfo.model_fields
+        if key not in ("created_at", "updated_at")
+    }
+    return InstanceInfo(
+        **fields, created_at=iso(row["created_at"]), updated_at=iso(row["updated_at"])
+    )
+
+
+def message_record(row: asyncpg.Record, history: list[dict[str, Any]] | None) -> MessageRecord:
+    state = row["state"]
+    return MessageRecord(
+        pk=str(row["pk"]),
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        tenant_name=row["tenant_name"],
+        account_id=row["account_id"],
+        priority=row["priority"],
+        batch_code=row["batch_code"],
+        deferred_ts=row["deferred_ts"],
+        sent_ts=row["smtp_ts"],
+        error_ts=row["error_ts"] if state == "error" else None,
+        error=row["error"] if state == "error" else None,
+        created_at=iso(row["created_at"]),
+        updated_at=iso(row["updated_at"]),
+        message=row["payload"],
+        is_pec=row["is_pec"],
+        status=state,
+        attempts=row["attempts"],
+        history=None if history is None else [MessageEvent(**event) for event in history],
+    )

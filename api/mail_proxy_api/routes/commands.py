@@ -1,0 +1,220 @@
+"""`/commands/*`: enqueue, delete, clean up, suspend/activate, run-now."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+
+from mail_proxy import intake
+from mail_proxy.addresses import split_recipients
+from mail_proxy.db import messages as db_messages
+from mail_proxy.db import tenants as db_tenants
+from mail_proxy.db.messages import EnqueueItem
+from mail_proxy.priorities import normalise_priority
+from mail_proxy_api.audit import record_command
+from mail_proxy_api.auth import Caller, Principal
+from mail_proxy_api.context import ApiContext, Ctx
+from mail_proxy_api.schemas.messages import (
+    AddMessagesBody,
+    AddMessagesResponse,
+    CleanupMessagesBody,
+    CleanupMessagesResponse,
+    DeleteMessagesBody,
+    DeleteMessagesResponse,
+    MessagePayload,
+    Rejection,
+    SuspendResponse,
+)
+
+router = APIRouter(prefix="/commands", tags=["commands"])
+
+TENANT_REQUIRED = "tenant_id is required"
+TENANT_NOT_FOUND = "tenant not found"
+
+
+def scoped_tenant(caller: Principal, tenant_id: str | None) -> str:
+    """The tenant a scoped route acts on: given, or the caller's own; checked against the token."""
+    tenant_id = tenant_id or caller.tenant_id
+    if not tenant_id:
+        raise HTTPException(400, TENANT_REQUIRED)
+    caller.check_tenant(tenant_id)
+    return tenant_id
+
+
+def _stored_payload(message: MessagePayload, priority: int) -> dict[str, Any]:
+    """The message as the sender will read it: what was sent, normalised, nulls dropped."""
+    payload = message.model_dump(by_alias=True, exclude_none=True)
+    payload["to"] = split_recipients(message.to)
+    for field in ("cc", "bcc"):
+        if field in payload:
+            payload[field] = split_recipients(payload[field])
+    payload["priority"] = priority
+    return payload
+
+
+def _prepare(body: AddMessagesBody, caller: Principal) -> tuple[list[EnqueueItem], list[Rejection]]:
+    default = normalise_priority(body.default_priority)
+    items: dict[tuple[str, str], EnqueueItem] = {}
+    refused: list[Rejection] = []
+    for message in body.messages:
+        if caller.tenant_id is not None and message.tenant_id != caller.tenant_id:
+            # Never stored: it would land in a tenant this token cannot see.
+            refused.append(Rejection(id=message.id or None, reason=intake.NOT_YOUR_TENANT))
+            continue
+        priority = normalise_priority(message.priority, default)
+        payload = _stored_payload(message, priority)
+        reason = intake.rejection_reason(payload)
+        if not message.id or not message.tenant_id:
+            refused.append(Rejection(id=message.id or None, reason=reason or intake.MISSING_ID))
+            continue
+        # A repeated id inside one batch: the last one wins, as sequential upserts would.
+        items[(message.tenant_id, message.id)] = EnqueueItem(
+            id=message.id,
+            tenant_id=message.tenant_id,
+            account_id=message.account_id or None,
+            priority=priority,
+            payload=payload,
+            batch_code=message.batch_code,
+            deferred_ts=message.deferred_ts,
+            reason=reason,
+        )
+    return list(items.values()), refused
+
+
+@router.post("/add-messages", response_model=AddMessagesResponse)
+async def add_messages(body: AddMessagesBody, caller: Caller, ctx: Ctx) -> Any:
+    started = time.perf_counter()
+    limit = ctx.settings.max_enqueue_batch
+    if len(body.messages) > limit:
+        raise HTTPException(400, f"Cannot enqueue more than {limit} messages at once")
+    items, refused = _prepare(body, caller)
+    tenants = {item.tenant_id for item in items}
+    log_payload = json.dumps(body.model_dump(by_alias=True, exclude_none=True))
+    async with ctx.pool.acquire() as conn:
+        outcome = await db_messages.enqueue(
+            conn,
+            items=items,
+            now_ts=int(time.time()),
+            log_tenant_id=tenants.pop() if len(tenants) == 1 else caller.tenant_id,
+            log_payload=log_payload,
+        )
+    rejected = refused + [Rejection(id=i, reason=r) for i, r in outcome.rejected]
+    ctx.metrics.enqueue_latency.observe(time.perf_counter() - started)
+    ctx.metrics.enqueued.inc(outcome.queued)
+    hard_failures = [r for r in rejected if r.reason != intake.ALREADY_SENT]
+    if outcome.queued == 0 and hard_failures:
+        return JSONResponse(
+            {"detail": {"error": None, "rejected": [r.model_dump() for r in rejected]}},
+            status_code=400,
+        )
+    return AddMessagesResponse(ok=True, queued=outcome.queued, rejected=rejected)
+
+
+@router.post("/delete-messages", response_model=DeleteMessagesResponse)
+async def delete_messages(
+    caller: Caller, ctx: Ctx, body: DeleteMessagesBody, tenant_id: str | None = None
+) -> Any:
+    tenant_id = scoped_tenant(caller, tenant_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        removed, not_found = await db_messages.delete_messages(
+            conn, tenant_id=tenant_id, ids=body.ids
+        )
+        await record_command(
+            conn, endpoint="deleteMessages", tenant_id=tenant_id, payload=body.model_dump()
+        )
+    # Ids are unique per tenant, so another tenant's id is simply not found here (the
+    # reference leaked which ids other tenants use through `unauthorized`).
+    return DeleteMessagesResponse(removed=removed, not_found=not_found, unauthorized=[])
+
+
+@router.post("/cleanup-messages", response_model=CleanupMessagesResponse)
+async def cleanup_messages(
+    caller: Caller, ctx: Ctx, body: CleanupMessagesBody, tenant_id: str | None = None
+) -> Any:
+    tenant_id = scoped_tenant(caller, tenant_id)
+    older_than = body.older_than_seconds
+    if older_than is None:
+        older_than = ctx.settings.report_retention_seconds
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        removed = await db_messages.cleanup_messages(
+            conn, tenant_id=tenant_id, before_ts=int(time.time()) - older_than
+        )
+        await record_command(
+            conn, endpoint="cleanupMessages", tenant_id=tenant_id, payload=body.model_dump()
+        )
+    return CleanupMessagesResponse(removed=removed)
+
+
+async def _set_suspension(
+    ctx: ApiContext,
+    caller: Principal,
+    tenant_id: str | None,
+    batch_code: str | None,
+    *,
+    suspending: bool,
+) -> SuspendResponse:
+    if not tenant_id:
+        raise HTTPException(400, TENANT_REQUIRED)
+    caller.check_tenant(tenant_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT suspended_batches FROM tenants WHERE id = $1 FOR UPDATE", tenant_id
+        )
+        if row is None:
+            raise HTTPException(400, TENANT_NOT_FOUND)
+        current = row["suspended_batches"]
+        new: str | None
+        if suspending:
+            new = db_tenants.suspend(current, batch_code)
+        else:
+            try:
+                new = db_tenants.activate(current, batch_code)
+            except ValueError:
+                raise HTTPException(
+                    400, "tenant not found or cannot activate single batch from full suspension"
+                ) from None
+        await db_tenants.set_suspended_batches(conn, tenant_id=tenant_id, value=new)
+        pending = await db_messages.count_unsent(conn, tenant_id=tenant_id, batch_code=batch_code)
+        await record_command(
+            conn,
+            endpoint="suspend" if suspending else "activate",
+            tenant_id=tenant_id,
+            payload={"tenant_id": tenant_id, "batch_code": batch_code},
+        )
+        if not suspending:
+            await conn.execute("SELECT pg_notify('mail_proxy_work', '')")
+    return SuspendResponse(
+        tenant_id=tenant_id,
+        batch_code=batch_code,
+        suspended_batches=["*"] if new == "*" else db_tenants.parse_suspended(new),
+        pending_messages=pending,
+    )
+
+
+@router.post("/suspend", response_model=SuspendResponse, response_model_exclude_none=True)
+async def suspend(
+    caller: Caller, ctx: Ctx, tenant_id: str | None = None, batch_code: str | None = None
+) -> SuspendResponse:
+    return await _set_suspension(ctx, caller, tenant_id, batch_code, suspending=True)
+
+
+@router.post("/activate", response_model=SuspendResponse, response_model_exclude_none=True)
+async def activate(
+    caller: Caller, ctx: Ctx, tenant_id: str | None = None, batch_code: str | None = None
+) -> SuspendResponse:
+    return await _set_suspension(ctx, caller, tenant_id, batch_code, suspending=False)
+
+
+@router.post("/run-now")
+async def run_now(caller: Caller, ctx: Ctx) -> dict[str, bool]:
+    """Wake senders and reporters in every process; a tenant token also forces its sync now."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if caller.tenant_id is not None:
+            await db_tenants.request_sync_now(conn, tenant_id=caller.tenant_id)
+        await conn.execute("SELECT pg_notify('mail_proxy_work', '')")
+        await conn.execute("SELECT pg_notify('mail_proxy_run_now', $1)", caller.tenant_id or "")
+    return {"ok": True}

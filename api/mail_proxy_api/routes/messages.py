@@ -1,0 +1,71 @@
+"""`GET /messages`: a tenant's messages, paginated, optionally with their event history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from mail_proxy.db import messages as db_messages
+from mail_proxy_api.auth import Caller
+from mail_proxy_api.context import Ctx
+from mail_proxy_api.convert import message_record
+from mail_proxy_api.routes.commands import scoped_tenant
+from mail_proxy_api.schemas.messages import MessagesResponse
+
+router = APIRouter(tags=["messages"])
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
+    if cursor is None:
+        return None
+    try:
+        priority, pk = cursor.split(":", 1)
+        return int(priority), int(pk)
+    except ValueError:
+        raise HTTPException(400, f"invalid cursor: {cursor!r}") from None
+
+
+def _parse_status(status: str | None) -> list[str] | None:
+    if status is None or status == "all":
+        return None
+    states = [part.strip() for part in status.split(",") if part.strip()]
+    unknown = [s for s in states if s not in db_messages.STATUSES]
+    if unknown:
+        allowed = ", ".join((*db_messages.STATUSES, "all"))
+        raise HTTPException(400, f"unknown status {unknown[0]!r}; use one of {allowed}")
+    return states
+
+
+@router.get("/messages", response_model=MessagesResponse, response_model_exclude_none=True)
+async def list_messages(
+    caller: Caller,
+    ctx: Ctx,
+    tenant_id: str | None = None,
+    active_only: bool = False,
+    include_history: bool = False,
+    status: str | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    cursor: str | None = None,
+) -> Any:
+    tenant_id = scoped_tenant(caller, tenant_id)
+    page = limit or ctx.settings.messages_page_size
+    async with ctx.pool.acquire() as conn:
+        rows = await db_messages.list_messages(
+            conn,
+            tenant_id=tenant_id,
+            active_only=active_only,
+            states=_parse_status(status),
+            after=_parse_cursor(cursor),
+            limit=page + 1,
+        )
+        more = len(rows) > page
+        rows = rows[:page]
+        histories = (
+            await db_messages.message_histories(conn, message_pks=[r["pk"] for r in rows])
+            if include_history
+            else {}
+        )
+    records = [message_record(r, histories.get(r["pk"]) if include_history else None) for r in rows]
+    next_cursor = f"{rows[-1]['priority']}:{rows[-1]['pk']}" if more else None
+    return MessagesResponse(messages=records, next_cursor=next_cursor)

@@ -1,0 +1,178 @@
+"""`/tenant`, `/tenants`, `/tenant/{id}`, API keys and sync status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from mail_proxy.db import tenants as db_tenants
+from mail_proxy.errors import ManagedResource
+from mail_proxy.redact import seal_client_auth
+from mail_proxy.tokens import hash_token, new_token
+from mail_proxy_api.audit import record_command
+from mail_proxy_api.auth import Admin, Caller
+from mail_proxy_api.context import Ctx
+from mail_proxy_api.convert import tenant_info
+from mail_proxy_api.schemas.tenants import (
+    ApiKeyBody,
+    ApiKeyResponse,
+    SyncStatusResponse,
+    SyncStatusTenant,
+    TenantCreated,
+    TenantInfo,
+    TenantPayload,
+    TenantsResponse,
+    TenantUpdate,
+)
+
+router = APIRouter(tags=["tenants"])
+
+
+def _not_found(tenant_id: str) -> HTTPException:
+    return HTTPException(404, f"Tenant '{tenant_id}' not found")
+
+
+def _refuse_if_managed(row: Any, tenant_id: str) -> None:
+    if row is not None and row["managed_by"]:
+        raise ManagedResource("tenant", tenant_id, row["managed_by"])
+
+
+@router.post("/tenant", response_model=TenantCreated, response_model_exclude_none=True)
+async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
+    """Create or replace a tenant; a new tenant's API key is returned once."""
+    fields = body.model_dump(exclude={"id"})
+    api_key = new_token()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        existing = await db_tenants.get_tenant(conn, tenant_id=body.id)
+        _refuse_if_managed(existing, body.id)
+        fields["client_auth"] = seal_client_auth(
+            ctx.box, fields["client_auth"], existing["client_auth"] if existing else None
+        )
+        created = await db_tenants.upsert_tenant(
+            conn, tenant_id=body.id, fields=fields, api_key_hash=hash_token(api_key)
+        )
+        await record_command(
+            conn, endpoint="addTenant", tenant_id=body.id, payload=body.model_dump()
+        )
+    return TenantCreated(api_key=api_key if created else None)
+
+
+@router.get("/tenants", response_model=TenantsResponse, response_model_exclude_none=True)
+async def list_tenants(_: Admin, ctx: Ctx, active_only: bool = False) -> Any:
+    async with ctx.pool.acquire() as conn:
+        rows = await db_tenants.list_tenants(conn, active_only=active_only)
+    return TenantsResponse(tenants=[tenant_info(row) for row in rows])
+
+
+@router.get("/tenants/sync-status", response_model=SyncStatusResponse)
+async def sync_status(_: Admin, ctx: Ctx) -> Any:
+    interval = ctx.settings.sync_interval_seconds
+    now = time.time()
+    async with ctx.pool.acquire() as conn:
+        rows = await db_tenants.list_tenants(conn, active_only=False)
+    tenants = []
+    for row in rows:
+        last = row["last_sync_ts"]
+        dnd_until = row["dnd_until"]
+        tenants.append(
+            SyncStatusTenant(
+                id=row["id"],
+                name=row["name"],
+                active=row["active"],
+                client_base_url=row["client_base_url"],
+                last_sync_ts=last,
+                next_sync_due=not last or now - last >= interval,
+                in_dnd=dnd_until is not None and dnd_until > now,
+                consecutive_failures=row["sync_failures"],
+                retry_at=row["sync_retry_at"],
+                last_error=row["last_sync_error"],
+            )
+        )
+    return SyncStatusResponse(sync_interval_seconds=interval, tenants=tenants)
+
+
+@router.get("/tenant/{tenant_id}", response_model=TenantInfo, response_model_exclude_none=True)
+async def get_tenant(tenant_id: str, caller: Caller, ctx: Ctx) -> Any:
+    caller.check_tenant(tenant_id)
+    async with ctx.pool.acquire() as conn:
+        row = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+    if row is None:
+        raise _not_found(tenant_id)
+    return tenant_info(row)
+
+
+@router.put("/tenant/{tenant_id}")
+async def update_tenant(
+    tenant_id: str, body: TenantUpdate, caller: Caller, ctx: Ctx
+) -> dict[str, bool]:
+    caller.check_tenant(tenant_id)
+    fields = body.model_dump(exclude_none=True)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+        if existing is None:
+            raise _not_found(tenant_id)
+        _refuse_if_managed(existing, tenant_id)
+        if "client_auth" in fields:
+            fields["client_auth"] = seal_client_auth(
+                ctx.box, fields["client_auth"], existing["client_auth"]
+            )
+        await db_tenants.update_tenant(conn, tenant_id=tenant_id, fields=fields)
+        await record_command(
+            conn,
+            endpoint="updateTenant",
+            tenant_id=tenant_id,
+            payload={"id": tenant_id, **body.model_dump(exclude_none=True)},
+        )
+    return {"ok": True}
+
+
+@router.delete("/tenant/{tenant_id}")
+async def delete_tenant(tenant_id: str, _: Admin, ctx: Ctx) -> dict[str, bool]:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+        if existing is None:
+            raise _not_found(tenant_id)
+        _refuse_if_managed(existing, tenant_id)
+        await db_tenants.delete_tenant(conn, tenant_id=tenant_id)
+        await record_command(
+            conn, endpoint="deleteTenant", tenant_id=tenant_id, payload={"id": tenant_id}
+        )
+    return {"ok": True}
+
+
+@router.post("/tenant/{tenant_id}/api-key", response_model=ApiKeyResponse)
+async def create_api_key(tenant_id: str, _: Admin, ctx: Ctx, body: ApiKeyBody | None = None) -> Any:
+    """A new key replaces the old one at once; optional `expires_at` (epoch seconds)."""
+    api_key = new_token()
+    expires_at = body.expires_at if body else None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+        if existing is None:
+            raise _not_found(tenant_id)
+        _refuse_if_managed(existing, tenant_id)
+        await db_tenants.set_api_key(
+            conn, tenant_id=tenant_id, key_hash=hash_token(api_key), expires_at=expires_at
+        )
+        await record_command(
+            conn,
+            endpoint="createApiKey",
+            tenant_id=tenant_id,
+            payload={"id": tenant_id, "expires_at": expires_at},
+        )
+    return ApiKeyResponse(api_key=api_key)
+
+
+@router.delete("/tenant/{tenant_id}/api-key")
+async def revoke_api_key(tenant_id: str, _: Admin, ctx: Ctx) -> dict[str, bool]:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+        if existing is None:
+            raise _not_found(tenant_id)
+        _refuse_if_managed(existing, tenant_id)
+        await db_tenants.set_api_key(conn, tenant_id=tenant_id, key_hash=None, expires_at=None)
+        await record_command(
+            conn, endpoint="revokeApiKey", tenant_id=tenant_id, payload={"id": tenant_id}
+        )
+    return {"ok": True}

@@ -1,0 +1,1 @@
+"""HTTP shapes (pydantic) of the documented API; converted to core values at the route."""

@@ -1,0 +1,133 @@
+"""Bodies and answers of the message routes (reference section 1.4)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Priority = int | Literal["immediate", "high", "medium", "low"] | str
+
+
+class AttachmentPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=255)
+    storage_path: str = Field(min_length=1)
+    fetch_mode: Literal["endpoint", "http_url", "base64", "filesystem"] | None = None
+    mime_type: str | None = Field(default=None, pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+    auth: dict[str, Any] | None = None
+
+
+class MessagePayload(BaseModel):
+    """One message; unknown keys are dropped, as the reference does."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str
+    tenant_id: str
+    account_id: str
+    from_: str = Field(alias="from")
+    to: list[str] | str
+    cc: list[str] | str | None = None
+    bcc: list[str] | str | None = None
+    reply_to: str | None = None
+    return_path: str | None = None
+    subject: str
+    body: str = ""
+    content_type: str = "plain"
+    headers: dict[str, Any] | None = None
+    message_id: str | None = None
+    attachments: list[AttachmentPayload] | None = None
+    priority: int | str | None = None
+    deferred_ts: int | None = None
+    batch_code: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_from_addr(cls, data: Any) -> Any:
+        # `from_addr` is accepted too (reference behaviour).
+        if isinstance(data, dict) and "from" not in data and "from_addr" in data:
+            return {**data, "from": data["from_addr"]}
+        return data
+
+
+class AddMessagesBody(BaseModel):
+    messages: list[MessagePayload]
+    default_priority: int | str | None = None
+
+
+class Rejection(BaseModel):
+    id: str | None
+    reason: str
+
+
+class AddMessagesResponse(BaseModel):
+    ok: bool
+    queued: int
+    rejected: list[Rejection]
+
+
+class DeleteMessagesBody(BaseModel):
+    ids: list[str] = Field(default_factory=list)
+
+
+class DeleteMessagesResponse(BaseModel):
+    ok: bool = True
+    removed: int
+    not_found: list[str]
+    unauthorized: list[str]
+
+
+class CleanupMessagesBody(BaseModel):
+    older_than_seconds: int | None = Field(default=None, ge=0)
+
+
+class CleanupMessagesResponse(BaseModel):
+    ok: bool = True
+    removed: int
+
+
+class MessageEvent(BaseModel):
+    event_id: int
+    event_type: str
+    event_ts: int
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    reported_ts: int | None = None
+
+
+class MessageRecord(BaseModel):
+    pk: str
+    id: str
+    tenant_id: str
+    tenant_name: str | None = None
+    account_id: str | None = None
+    priority: int
+    batch_code: str | None = None
+    deferred_ts: int | None = None
+    sent_ts: int | None = None
+    error_ts: int | None = None
+    error: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    message: dict[str, Any]
+    is_pec: bool = False
+    status: str
+    attempts: int = 0
+    history: list[MessageEvent] | None = None
+
+
+class MessagesResponse(BaseModel):
+    ok: bool = True
+    messages: list[MessageRecord]
+    next_cursor: str | None = None
+
+
+class SuspendResponse(BaseModel):
+    ok: bool = True
+    tenant_id: str
+    batch_code: str | None = None
+    suspended_batches: list[str]
+    pending_messages: int

@@ -1,0 +1,109 @@
+"""Bodies and answers of the tenant routes; `client_auth` secrets are masked on the way out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class ClientAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "bearer", "basic"] = "none"
+    token: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ClientAuth:
+        if self.method == "bearer" and not self.token:
+            raise ValueError("bearer auth needs a token")
+        if self.method == "basic" and not (self.user and self.password):
+            raise ValueError("basic auth needs a user and a password")
+        return self
+
+
+class TenantPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(pattern=TENANT_ID_PATTERN)
+    name: str | None = None
+    client_auth: ClientAuth | None = None
+    client_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    client_sync_path: str | None = None
+    client_attachment_path: str | None = None
+    rate_limits: dict[str, Any] | None = None
+    large_file_config: dict[str, Any] | None = None
+    active: bool = True
+
+
+class TenantUpdate(BaseModel):
+    """PUT body: any subset; nulls leave the field as it is (reference behaviour)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str | None = None
+    client_auth: ClientAuth | None = None
+    client_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    client_sync_path: str | None = None
+    client_attachment_path: str | None = None
+    rate_limits: dict[str, Any] | None = None
+    large_file_config: dict[str, Any] | None = None
+    active: bool | None = None
+
+
+class TenantInfo(BaseModel):
+    id: str
+    name: str | None = None
+    client_auth: dict[str, Any] | None = None
+    client_base_url: str | None = None
+    client_sync_path: str | None = None
+    client_attachment_path: str | None = None
+    rate_limits: dict[str, Any] | None = None
+    large_file_config: dict[str, Any] | None = None
+    active: bool
+    suspended_batches: list[str] = Field(default_factory=list)
+    managed_by: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class TenantsResponse(BaseModel):
+    ok: bool = True
+    tenants: list[TenantInfo]
+
+
+class TenantCreated(BaseModel):
+    ok: bool = True
+    api_key: str | None = None
+
+
+class ApiKeyBody(BaseModel):
+    expires_at: int | None = None
+
+
+class ApiKeyResponse(BaseModel):
+    ok: bool = True
+    api_key: str
+
+
+class SyncStatusTenant(BaseModel):
+    id: str
+    name: str | None = None
+    active: bool
+    client_base_url: str | None = None
+    last_sync_ts: float | None = None
+    next_sync_due: bool
+    in_dnd: bool
+    consecutive_failures: int = 0
+    retry_at: int | None = None
+    last_error: str | None = None
+
+
+class SyncStatusResponse(BaseModel):
+    ok: bool = True
+    sync_interval_seconds: int
+    tenants: list[SyncStatusTenant]

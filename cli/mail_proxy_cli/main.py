@@ -1,0 +1,226 @@
+"""`mail-proxy`: run the service (serve, api, migrate) and look after its keys (token, rotate-key).
+
+Instance and administration verbs (start/stop/list, tenants, accounts, ...) join in `instances`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import click
+from prometheus_client import disable_created_metrics
+
+from mail_proxy import __version__
+from mail_proxy.admin_token import (
+    ensure_admin_token,
+    read_local_token,
+    regenerate_admin_token,
+    save_local_token,
+)
+from mail_proxy.config import Settings, load_settings
+from mail_proxy.db.pool import connect
+from mail_proxy.db.rotate import reencrypt_all
+from mail_proxy.encryption import KEY_ENV, SecretBox, decode_key
+from mail_proxy.errors import MailProxyError
+from mail_proxy.logs import configure_logging
+from mail_proxy.metrics import Metrics
+from mail_proxy_api.context import ApiContext
+from mail_proxy_cli.runtime import (
+    KEY_FILE,
+    Database,
+    database,
+    migrate_database,
+    pool_for,
+    say,
+    stop_event_on_signals,
+)
+from mail_proxy_cli.services import serve_api
+
+_data_dir = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Instance folder for the embedded Postgres, key and token "
+    "(default ~/.mail-proxy/<instance>).",
+)
+_instance = click.option(
+    "--instance", "instance_name", default=None, help="Instance name (env GMP_INSTANCE_NAME)."
+)
+
+
+def _settings(**flags: object) -> Settings:
+    try:
+        return load_settings(**flags)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+async def _prepare(settings: Settings, db: Database) -> None:
+    """Schema up to date and an admin token in place; a generated token is shown once."""
+    for name in await migrate_database(db.dsn):
+        say(f"applied migration {name}")
+    if settings.api_token is not None:
+        return
+    conn = await connect(db.dsn)
+    try:
+        token = await ensure_admin_token(conn)
+    finally:
+        await conn.close()
+    if token is None:
+        return
+    say(f"Generated admin token (shown once): {token}")
+    if settings.embedded:
+        path = save_local_token(settings.instance_dir, token)
+        say(f"Saved for this instance in {path}; `mail-proxy token` shows it again.")
+    else:
+        say("Keep it: only its hash is stored. `mail-proxy token --regenerate` makes a new one.")
+
+
+async def _run_api(settings: Settings, db: Database) -> None:
+    await _prepare(settings, db)
+    stop = stop_event_on_signals()
+    async with pool_for(settings, db) as pool:
+        ctx = ApiContext(settings=settings, pool=pool, box=db.box, metrics=Metrics())
+        say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
+        await serve_api(ctx, settings, stop)
+
+
+def _run(settings: Settings, coro_factory: object) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    try:
+        with database(settings) as db:
+            asyncio.run(coro_factory(settings, db))  # type: ignore[operator]
+    except MailProxyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mail-proxy")
+def cli() -> None:
+    """mail-proxy: apps POST mail, Postgres keeps it, senders deliver it and report back."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (env GMP_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (env GMP_PORT, default 8000).")
+@_data_dir
+@_instance
+def serve(
+    host: str | None, port: int | None, data_dir: Path | None, instance_name: str | None
+) -> None:
+    """Run the whole service in one process (embedded Postgres unless GMP_DATABASE_URL is set)."""
+    settings = _settings(host=host, port=port, data_dir=data_dir, instance_name=instance_name)
+    _run(settings, _run_api)
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (env GMP_HOST).")
+@click.option("--port", type=int, default=None, help="Port (env GMP_PORT, default 8000).")
+def api(host: str | None, port: int | None) -> None:
+    """Run only the REST API against GMP_DATABASE_URL (what an API pod runs)."""
+    settings = _settings(host=host, port=port)
+    if settings.database_url is None:
+        raise click.UsageError("`mail-proxy api` needs GMP_DATABASE_URL; use `serve` on a laptop")
+    _run(settings, _run_api)
+
+
+@cli.command()
+@_data_dir
+@_instance
+def migrate(data_dir: Path | None, instance_name: str | None) -> None:
+    """Apply pending schema migrations, then exit."""
+    settings = _settings(data_dir=data_dir, instance_name=instance_name)
+
+    async def run(settings: Settings, db: Database) -> None:
+        applied = await migrate_database(db.dsn)
+        say("\n".join(f"applied migration {name}" for name in applied) or "schema is current")
+
+    _run(settings, run)
+
+
+@cli.command()
+@click.option("--regenerate", is_flag=True, help="Replace the admin token with a new one.")
+@_data_dir
+@_instance
+def token(regenerate: bool, data_dir: Path | None, instance_name: str | None) -> None:
+    """Show how to authenticate as admin (and optionally make a new admin token)."""
+    settings = _settings(data_dir=data_dir, instance_name=instance_name)
+    if settings.api_token is not None and not regenerate:
+        say("The admin token is the value of GMP_API_TOKEN in this environment.")
+        return
+    if settings.embedded and not regenerate:
+        stored = read_local_token(settings.instance_dir)
+        if stored is not None:
+            say(stored)
+            return
+
+    async def run(settings: Settings, db: Database) -> None:
+        await migrate_database(db.dsn)
+        conn = await connect(db.dsn)
+        try:
+            new = await regenerate_admin_token(conn)
+        finally:
+            await conn.close()
+        if settings.embedded:
+            save_local_token(settings.instance_dir, new)
+        say(new)
+        if settings.api_token is not None:
+            say(
+                "Note: GMP_API_TOKEN is set and wins over the stored token.",
+            )
+
+    _run(settings, run)
+
+
+@cli.command("rotate-key")
+@click.option(
+    "--new-key",
+    envvar="MAIL_PROXY_NEW_ENCRYPTION_KEY",
+    default=None,
+    help="Base64 32-byte key to move to (env MAIL_PROXY_NEW_ENCRYPTION_KEY); "
+    "generated when omitted in embedded mode.",
+)
+@_data_dir
+@_instance
+def rotate_key(new_key: str | None, data_dir: Path | None, instance_name: str | None) -> None:
+    """Re-encrypt every stored secret under a new encryption key."""
+    from mail_proxy.encryption import generate_key
+
+    settings = _settings(data_dir=data_dir, instance_name=instance_name)
+    if new_key is None:
+        if not settings.embedded:
+            raise click.UsageError(
+                "give the new key with --new-key or MAIL_PROXY_NEW_ENCRYPTION_KEY"
+            )
+        new_key = generate_key()
+    new_box = SecretBox(decode_key(new_key))
+
+    async def run(settings: Settings, db: Database) -> None:
+        if not db.box.has_key:
+            raise click.ClickException("no current encryption key configured: nothing to rotate")
+        await migrate_database(db.dsn)
+        conn = await connect(db.dsn)
+        try:
+            async with conn.transaction():
+                changed = await reencrypt_all(conn, old=db.box, new=new_box)
+        finally:
+            await conn.close()
+        if settings.embedded and KEY_ENV not in os.environ:
+            key_path = settings.instance_dir / KEY_FILE
+            key_path.write_text(new_key + "\n")
+            say(f"re-encrypted {changed} rows; the instance key in {key_path} was replaced")
+        else:
+            say(f"re-encrypted {changed} rows; now set {KEY_ENV} to the new key everywhere")
+
+    _run(settings, run)
+
+
+def main() -> None:
+    cli(prog_name="mail-proxy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Bringing a process up: settings, the database (embedded or external), key, pool, migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import click
+
+from mail_proxy.config import Settings
+from mail_proxy.db import migrate as db_migrate
+from mail_proxy.db.pool import connect, create_pool
+from mail_proxy.embedded import EmbeddedPostgres
+from mail_proxy.encryption import SecretBox, load_key
+
+KEY_FILE = "encryption_key"
+
+
+@dataclass
+class Database:
+    dsn: str
+    box: SecretBox
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[Database]:
+    """The DSN and key for this process; runs the embedded Postgres while the block is open."""
+    if settings.database_url is not None:
+        yield Database(settings.database_url.get_secret_value(), SecretBox(load_key()))
+        return
+    instance_dir = settings.instance_dir
+    key = load_key(fallback_file=instance_dir / KEY_FILE)
+    with EmbeddedPostgres(instance_dir) as dsn:
+        yield Database(dsn, SecretBox(key))
+
+
+async def migrate_database(dsn: str) -> list[str]:
+    conn = await connect(dsn)
+    try:
+        applied = await db_migrate.migrate(conn)
+    finally:
+        await conn.close()
+    return [f"{m.version:04d}_{m.name}" for m in applied]
+
+
+@contextlib.asynccontextmanager
+async def pool_for(settings: Settings, db: Database) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db.dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+def stop_event_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, so every service can drain before the process ends."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def say(text: str) -> None:
+    click.echo(text)

@@ -1,0 +1,63 @@
+"""One exception tree for the whole service.
+
+    MailProxyError                  base; never raised itself
+    ├── ConfigError                 settings that cannot work (bad key, bad URL): fail at start
+    ├── NotFound                    a named object does not exist            -> HTTP 404
+    ├── Conflict                    the object exists but refuses the change -> HTTP 409
+    │   └── ManagedResource         owned by a Kubernetes resource (operator)
+    ├── InvalidRequest              the request is well-formed but wrong     -> HTTP 400
+    ├── EncryptionError             a stored secret cannot be read or written
+    │   └── NoEncryptionKey         a secret would be stored without a key   -> HTTP 400
+    └── MigrationError              schema files and database disagree
+
+Library errors (asyncpg, cryptography, ...) are wrapped where they enter the service, with the
+cause chained, so callers decide on the type and never on a message string.
+"""
+
+
+class MailProxyError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class ConfigError(MailProxyError):
+    """The configuration cannot work; raised at start-up, before anything is served."""
+
+
+class NotFound(MailProxyError):
+    """The named object does not exist (or is not visible to the caller)."""
+
+
+class Conflict(MailProxyError):
+    """The object exists but cannot take this change."""
+
+
+class ManagedResource(Conflict):
+    """The row is owned by a Kubernetes resource; change the resource, not the row."""
+
+    def __init__(self, kind: str, name: str, managed_by: str) -> None:
+        super().__init__(
+            f"{kind} '{name}' is managed by {managed_by}; change it through Kubernetes"
+        )
+        self.managed_by = managed_by
+
+
+class InvalidRequest(MailProxyError):
+    """The request is well-formed but asks for something that cannot be done."""
+
+
+class EncryptionError(MailProxyError):
+    """A stored secret cannot be encrypted or decrypted."""
+
+
+class NoEncryptionKey(EncryptionError, InvalidRequest):
+    """A secret was about to be stored in plaintext because no key is configured."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "cannot store a secret: no encryption key configured "
+            "(set MAIL_PROXY_ENCRYPTION_KEY or mount /run/secrets/encryption_key)"
+        )
+
+
+class MigrationError(MailProxyError):
+    """The migration files and the schema recorded in the database disagree."""

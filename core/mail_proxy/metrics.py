@@ -1,0 +1,79 @@
+"""Prometheus families, in one registry per process (no import-time global state).
+
+The four `gmp_*` counters and the `gmp_pending_messages` gauge keep the reference's names,
+labels and help strings; the rest are ours (SPEC section 9).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DELIVERY_LABELS = ("tenant_id", "tenant_name", "account_id", "account_name")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_AGE_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 7200, 21600, 86400)
+
+
+class Metrics:
+    """Every metric family the service exports, registered on `self.registry`."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.sent = Counter("gmp_sent", "Total sent emails", DELIVERY_LABELS, registry=r)
+        self.errors = Counter("gmp_errors", "Total send errors", DELIVERY_LABELS, registry=r)
+        self.deferred = Counter(
+            "gmp_deferred", "Total deferred emails", DELIVERY_LABELS, registry=r
+        )
+        self.rate_limited = Counter(
+            "gmp_rate_limited", "Total rate limited occurrences", DELIVERY_LABELS, registry=r
+        )
+        self.pending = Gauge("gmp_pending_messages", "Current pending messages", registry=r)
+        self.pending_by_tenant = Gauge(
+            "gmp_pending_by_tenant_priority",
+            "Unsent messages per tenant and priority",
+            ("tenant_id", "priority"),
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "gmp_oldest_pending_seconds",
+            "Age of the oldest unsent message per tenant",
+            ("tenant_id",),
+            registry=r,
+        )
+        self.enqueue_latency = Histogram(
+            "gmp_enqueue_seconds",
+            "Time to accept an add-messages request",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.enqueued = Counter("gmp_enqueued", "Messages accepted for delivery", registry=r)
+        self.smtp_latency = Histogram(
+            "gmp_smtp_send_seconds",
+            "Time for the SMTP server to accept one message",
+            ("account_id",),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "gmp_enqueue_to_sent_seconds",
+            "From enqueue to SMTP acceptance",
+            buckets=_AGE_BUCKETS,
+            registry=r,
+        )
+        self.queue_age = Histogram(
+            "gmp_queue_age_seconds",
+            "Age of messages when a sender leases them",
+            buckets=_AGE_BUCKETS,
+            registry=r,
+        )
+        self.sync_success = Counter(
+            "gmp_sync_success", "Delivery-report calls acknowledged", ("tenant_id",), registry=r
+        )
+        self.sync_failure = Counter(
+            "gmp_sync_failure", "Delivery-report calls that failed", ("tenant_id",), registry=r
+        )
+        self.attachment_cache = Counter(
+            "gmp_attachment_cache",
+            "Attachment cache lookups by result",
+            ("result",),
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""The Kubernetes operator: MailProxyInstance, Tenant and SmtpAccount resources to Postgres rows."""

@@ -1,0 +1,1 @@
+"""The sender: leases ready messages from Postgres, delivers them over SMTP, reports back."""

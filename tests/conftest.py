@@ -1,0 +1,97 @@
+"""Shared fixtures: one embedded Postgres per test session, a migrated template database, and a
+fresh clone of it for every test that asks for `dsn`.
+
+Everything listens on 127.0.0.1 or a Unix socket, and every server started here is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mail_proxy.db.migrate import migrate
+from mail_proxy.db.pool import connect
+
+TEMPLATE = "mp_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """DSN of the session's embedded Postgres (the `postgres` database)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    root = Path(tempfile.mkdtemp(prefix="mp-pg-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    try:
+        dsn: str = server.get_uri()
+        asyncio.run(_build_template(dsn))
+        yield dsn
+    finally:
+        server.cleanup()
+
+
+def dsn_for(server_dsn: str, database: str) -> str:
+    # pgserver DSNs look like postgresql://postgres:@/postgres?host=/socket/dir
+    before, _, after = server_dsn.partition("/postgres?")
+    return f"{before}/{database}?{after}"
+
+
+async def _build_template(server_dsn: str) -> None:
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    conn = await connect(dsn_for(server_dsn, TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def dsn(pg_server: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own, dropped afterwards."""
+    name = f"mp_test_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield dsn_for(pg_server, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def empty_dsn(pg_server: str) -> AsyncIterator[str]:
+    """An empty database (no migrations), dropped afterwards."""
+    name = f"mp_empty_{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield dsn_for(pg_server, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,82 @@
+"""A real API server on 127.0.0.1 per test, on the test's own database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from mail_proxy.admin_token import ensure_admin_token
+from mail_proxy.config import Settings
+from mail_proxy.db.pool import create_pool
+from mail_proxy.encryption import SecretBox, decode_key, generate_key
+from mail_proxy.metrics import Metrics
+from mail_proxy_api.app import create_app
+from mail_proxy_api.context import ApiContext
+from mail_proxy_cli.services import QuietServer
+
+
+@dataclass
+class Api:
+    """A running API: an httpx client on its URL, the admin token and the pool behind it."""
+
+    client: httpx.AsyncClient
+    admin_token: str
+    pool: asyncpg.Pool
+    box: SecretBox
+
+    def admin(self) -> dict[str, str]:
+        return {"X-API-Token": self.admin_token}
+
+    async def new_tenant(self, tenant_id: str, **fields: Any) -> str:
+        """Create a tenant (admin) and return its API key."""
+        r = await self.client.post(
+            "/tenant", json={"id": tenant_id, **fields}, headers=self.admin()
+        )
+        assert r.status_code == 200, r.text
+        key: str = r.json()["api_key"]
+        return key
+
+    async def new_account(self, tenant_id: str, account_id: str = "smtp1", **fields: Any) -> None:
+        body = {"id": account_id, "tenant_id": tenant_id, "host": "127.0.0.1", "port": 2525}
+        r = await self.client.post("/account", json={**body, **fields}, headers=self.admin())
+        assert r.status_code == 200, r.text
+
+
+@contextlib.asynccontextmanager
+async def running_api(
+    dsn: str, *, settings: Settings | None = None, key: bytes | None = None
+) -> AsyncIterator[Api]:
+    settings = settings or Settings()
+    pool = await create_pool(dsn, max_size=5)
+    async with pool.acquire() as conn:
+        token = await ensure_admin_token(conn)
+    assert token is not None
+    box = SecretBox(key)
+    app = create_app(ApiContext(settings=settings, pool=pool, box=box, metrics=Metrics()))
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield Api(client=client, admin_token=token, pool=pool, box=box)
+    finally:
+        server.should_exit = True
+        await task
+        await pool.close()
+
+
+@pytest.fixture
+async def api(dsn: str) -> AsyncIterator[Api]:
+    async with running_api(dsn, key=decode_key(generate_key())) as running:
+        yield running

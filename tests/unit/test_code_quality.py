@@ -1,0 +1,43 @@
+"""The tree's own rules, checked by the test suite: lint, format, strict types, import contracts."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_ruff_lint() -> None:
+    result = _run(sys.executable, "-m", "ruff", "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format() -> None:
+    result = _run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict() -> None:
+    result = _run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts() -> None:
+    lint_imports = shutil.which("lint-imports")
+    if lint_imports is None:
+        pytest.fail("lint-imports is not installed: run `make install`")
+    result = _run(lint_imports)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_module_directly_in_a_top_level_folder() -> None:
+    # operator/ as a package would shadow the standard library's `operator`.
+    for folder in ("core", "api", "sender", "operator", "cli"):
+        assert not list((ROOT / folder).glob("*.py")), folder
