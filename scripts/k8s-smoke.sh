@@ -10,6 +10,10 @@
 #   K8S_SMOKE_HOLD=1 scripts/k8s-smoke.sh
 #                                   same, but keep the control plane running
 #                                   until Ctrl-C (prints KUBECONFIG to use)
+#   K8S_SMOKE_PKI=python              generate keys/certs with python
+#                                   `cryptography` instead of openssl
+#   MAIL_PROXY_K8S_BIN=<dir>          use binaries from <dir> (default:
+#                                   `scripts/k8s-tools.sh path`, builds if needed)
 #
 # Notes / gotchas (also valid for test fixtures that reuse these flags):
 #   * There is no kube-controller-manager: namespaces never finish deleting,
@@ -35,10 +39,10 @@ ETCD_PID=""
 APISERVER_PID=""
 
 stop_pid() {
-  local pid="$1" name="$2" i
+  local pid="$1" name="$2"
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.2
   done
@@ -51,6 +55,9 @@ stop_pid() {
 
 cleanup() {
   local rc=$?
+  if [[ "${K8S_SMOKE_HOLD:-0}" == 1 && -n "${HOLDING:-}" ]] && (( rc == 130 || rc == 143 )); then
+    log "stopping (signal)"; rc=0
+  fi
   if (( rc != 0 )); then
     for f in "$TMP/kube-apiserver.log" "$TMP/etcd.log"; do
       [[ -f "$f" ]] || continue
@@ -92,7 +99,7 @@ API_URL="https://127.0.0.1:$API_PORT"
 
 # --- credentials -------------------------------------------------------------
 PKI="$TMP/pki"; mkdir -p "$PKI"
-if command -v openssl >/dev/null 2>&1; then
+if [[ "${K8S_SMOKE_PKI:-openssl}" == openssl ]] && command -v openssl >/dev/null 2>&1; then
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
@@ -101,7 +108,7 @@ if command -v openssl >/dev/null 2>&1; then
     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
 else
-  log "openssl not found; using python cryptography"
+  log "generating keys with python cryptography (openssl unavailable or K8S_SMOKE_PKI=python)"
   python3 - "$PKI" <<'EOF'
 import datetime, ipaddress, sys
 from cryptography import x509
@@ -193,6 +200,9 @@ APISERVER_ARGS=(
   --service-cluster-ip-range=10.0.0.0/24
   --allow-privileged=true
   --disable-admission-plugins=ServiceAccount
+  # 127.0.0.1 as advertise address is rejected by the default "lease"
+  # endpoint reconciler ("may not be in the loopback range"):
+  --endpoint-reconciler-type=none
 )
 log "starting kube-apiserver on $API_URL"
 log "  kube-apiserver ${APISERVER_ARGS[*]}"
@@ -285,6 +295,7 @@ fi
 
 if [[ "${K8S_SMOKE_HOLD:-0}" == 1 ]]; then
   log "holding; use: KUBECONFIG=$TMP/kubeconfig $BIN_DIR/kubectl get ns   (Ctrl-C to stop)"
-  wait "$APISERVER_PID"
+  HOLDING=1
+  wait "$APISERVER_PID" || die "kube-apiserver exited"
 fi
 log "smoke test passed"

@@ -56,9 +56,9 @@ usage() {
 }
 
 tools() {
-  local t=(etcd kube-apiserver helm kubeconform)
-  [[ "$WANT_KUBECTL" == 0 ]] || t+=(kubectl)
-  printf '%s\n' "${t[@]}"
+  local list=(etcd kube-apiserver helm kubeconform)
+  [[ "$WANT_KUBECTL" == 0 ]] || list+=(kubectl)
+  printf '%s\n' "${list[@]}"
 }
 
 tool_version() {
@@ -90,6 +90,7 @@ print_result() {
   case "$1" in
     path) echo "$BIN_DIR" ;;
     env)
+      # shellcheck disable=SC2016  # $PATH is expanded by the caller's eval
       printf 'export PATH=%q:"$PATH"\n' "$BIN_DIR"
       printf 'export KUBEBUILDER_ASSETS=%q\n' "$BIN_DIR"
       printf 'export MAIL_PROXY_K8S_BIN=%q\n' "$BIN_DIR"
@@ -178,7 +179,7 @@ build_kube() {
 
   for t in "${targets[@]}"; do
     start=$SECONDS
-    log "kube: building $t (this is the slow one; ~10-20 min cold on 2 cores)"
+    log "kube: building $t (slowest step: ~3.5 min cold on 2 cores)"
     (
       cd "$mod"
       go build -mod=mod -p "$JOBS" -trimpath -tags=selinux,notest,grpcnotrace \
