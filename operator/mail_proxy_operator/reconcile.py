@@ -1,0 +1,346 @@
+"""Making Postgres match a resource, one way (Kubernetes -> rows), free of kopf.
+
+`reconcile` is idempotent and writes only what differs from the spec, so the same call serves
+create, update, resume and the drift-repair timer; it returns what it changed and the status
+fields to show. `remove` honours `deletionPolicy` when the resource goes away. Secrets are read
+from Kubernetes on every call and compared with the stored ones by decrypting them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+from pydantic import ValidationError
+
+from mail_proxy.db import accounts as db_accounts
+from mail_proxy.db import instance as db_instance
+from mail_proxy.db import managed
+from mail_proxy.db import tenants as db_tenants
+from mail_proxy.encryption import SecretBox
+from mail_proxy.errors import EncryptionError
+from mail_proxy.redact import open_client_auth, seal_client_auth
+from mail_proxy.tokens import hash_token
+from mail_proxy_operator import api_keys
+from mail_proxy_operator.context import OperatorContext, ResourceRef
+from mail_proxy_operator.errors import (
+    DatabaseUnavailable,
+    InvalidSpec,
+    KubernetesUnavailable,
+    OwnedElsewhere,
+    TenantNotReady,
+)
+from mail_proxy_operator.kube_api import KubeApiError, KubeNotFound
+from mail_proxy_operator.secrets import read_secret_values
+from mail_proxy_operator.specs import (
+    GROUP,
+    KINDS,
+    MailProxyInstanceSpec,
+    SmtpAccountSpec,
+    TenantSpec,
+)
+from mail_proxy_operator.status import figures_status
+
+# Changing this annotation on a resource makes kopf hand it to the update handler again.
+RECONCILE_REQUEST_ANNOTATION = f"{GROUP}/reconcile-request"
+T = TypeVar("T")
+Spec = TenantSpec | SmtpAccountSpec | MailProxyInstanceSpec
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile changed (words for events and logs) and the status fields to show."""
+
+    changed: tuple[str, ...]
+    status: dict[str, Any] = field(default_factory=dict)
+    message: str = "rows match the spec"
+
+
+def parse_spec(kind: str, spec: Mapping[str, Any] | None) -> Spec:
+    """The spec model of a kind; what the CRD schema let through but the model refuses is
+    InvalidSpec (the two should agree, and a unit test checks they do)."""
+    model = KINDS[kind][1]
+    try:
+        return model.model_validate(dict(spec or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidSpec(f"spec cannot be used: {problems}") from exc
+
+
+async def _db(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` in one transaction; Postgres failures become DatabaseUnavailable."""
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            return await work(conn)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        raise DatabaseUnavailable(f"database error: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_owner(row: Mapping[str, Any] | None, ref: ResourceRef, what: str) -> None:
+    owner = row["managed_by"] if row is not None else None
+    if owner and owner != ref.managed_by:
+        raise OwnedElsewhere(f"{what} is already managed by {owner}")
+
+
+def _secret_equal(box: SecretBox, stored: str | None, wanted: str | None) -> bool:
+    try:
+        return box.decrypt(stored) == wanted
+    except EncryptionError:
+        return False  # stored under another key: write it again
+
+
+def _auth_equal(box: SecretBox, stored: dict[str, Any] | None, wanted: Any) -> bool:
+    try:
+        return bool(open_client_auth(box, stored) == wanted)
+    except EncryptionError:
+        return False
+
+
+def _differences(
+    row: Mapping[str, Any],
+    desired: Mapping[str, Any],
+    secret_fields: Mapping[str, Callable[..., bool]],
+) -> list[str]:
+    """Names of the columns whose stored value is not the desired one."""
+    names = []
+    for name, wanted in desired.items():
+        compare = secret_fields.get(name)
+        same = compare(row[name], wanted) if compare else row[name] == wanted
+        if not same:
+            names.append(name)
+    return names
+
+
+# --- Tenant ----------------------------------------------------------------------------------
+
+
+async def _tenant(
+    ctx: OperatorContext, ref: ResourceRef, spec: TenantSpec, rotation: str
+) -> Outcome:
+    tenant_id = spec.row_id(ref.name)
+    values = await read_secret_values(ctx.kube, ref.namespace, spec.secret_refs())
+    desired = spec.desired_fields(values)
+    changed: list[str] = []
+
+    async def write_row(conn: asyncpg.Connection) -> None:
+        row = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+        _check_owner(row, ref, f"tenant '{tenant_id}'")
+        compare = {"client_auth": lambda s, w: _auth_equal(ctx.box, s, w)}
+        if row is not None and row["managed_by"] == ref.managed_by:
+            diff = _differences(row, desired, compare)
+            if not diff:
+                return
+            changed.append(f"tenant row updated ({', '.join(diff)})")
+        else:
+            changed.append("tenant row written" if row is None else "tenant row adopted")
+        fields = {**desired, "client_auth": seal_client_auth(ctx.box, desired["client_auth"])}
+        await db_tenants.upsert_tenant(
+            conn, tenant_id=tenant_id, fields=fields, api_key_hash=None, managed_by=ref.managed_by
+        )
+
+    await _db(ctx.pool, write_row)
+    secret_name = spec.api_key_secret(ref.name)
+    key = await api_keys.ensure_api_key(
+        ctx.kube, tenant=ref, secret_name=secret_name, tenant_id=tenant_id, rotation=rotation
+    )
+    if key.rotated:
+        changed.append(f"API key generated into Secret '{secret_name}'")
+
+    async def sync_key(conn: asyncpg.Connection) -> managed.Figures:
+        row = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
+        wanted = hash_token(key.key)
+        if row is not None and (row["api_key_hash"] != wanted or row["api_key_expires_at"]):
+            await db_tenants.set_api_key(
+                conn, tenant_id=tenant_id, key_hash=wanted, expires_at=None
+            )
+            if not key.rotated:
+                changed.append("API key hash set from its Secret")
+        return await managed.tenant_figures(conn, tenant_id=tenant_id)
+
+    figures = await _db(ctx.pool, sync_key)
+    status = {
+        "tenantId": tenant_id,
+        "apiKeySecret": secret_name,
+        "accounts": figures.children,
+        **figures_status(figures),
+    }
+    return Outcome(tuple(changed), status, f"tenant '{tenant_id}' matches the spec")
+
+
+# --- SmtpAccount -----------------------------------------------------------------------------
+
+
+async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec) -> Outcome:
+    account_id = spec.row_id(ref.name)
+    tenant_owner = f"Tenant/{ref.namespace}/{spec.tenant_ref.name}"
+
+    async def find_tenant(conn: asyncpg.Connection) -> str | None:
+        return await managed.tenant_id_managed_by(conn, managed_by=tenant_owner)
+
+    tenant_id = await _db(ctx.pool, find_tenant)
+    if tenant_id is None:
+        raise TenantNotReady(
+            f"Tenant '{spec.tenant_ref.name}' has no row yet: create it or wait until it is Ready"
+        )
+    values = await read_secret_values(ctx.kube, ref.namespace, spec.secret_refs())
+    desired = spec.desired_fields(values)
+    changed: list[str] = []
+
+    async def write_row(conn: asyncpg.Connection) -> managed.Figures:
+        removed = await managed.delete_managed_except(
+            conn, managed_by=ref.managed_by, tenant_id=tenant_id, account_id=account_id
+        )
+        if removed:
+            changed.append("account row of a previous tenant removed")
+        row = await db_accounts.get_account(conn, tenant_id=tenant_id, account_id=account_id)
+        _check_owner(row, ref, f"account '{account_id}' of tenant '{tenant_id}'")
+        compare = {
+            "password": lambda s, w: _secret_equal(ctx.box, s, w),
+            "imap_password": lambda s, w: _secret_equal(ctx.box, s, w),
+        }
+        diff = _differences(row, desired, compare) if row is not None else []
+        if row is None or row["managed_by"] != ref.managed_by or diff:
+            fields = {
+                **desired,
+                "password": ctx.box.encrypt(desired["password"]),
+                "imap_password": ctx.box.encrypt(desired["imap_password"]),
+            }
+            await db_accounts.upsert_account(
+                conn,
+                tenant_id=tenant_id,
+                account_id=account_id,
+                fields=fields,
+                managed_by=ref.managed_by,
+            )
+            if row is None:
+                changed.append("account row written")
+            elif diff:
+                changed.append(f"account row updated ({', '.join(diff)})")
+            else:
+                changed.append("account row adopted")
+        return await managed.account_figures(conn, tenant_id=tenant_id, account_id=account_id)
+
+    figures = await _db(ctx.pool, write_row)
+    status = {
+        "tenantId": tenant_id,
+        "accountId": account_id,
+        "limits": spec.limits.summary(),
+        **figures_status(figures),
+    }
+    return Outcome(tuple(changed), status, f"account '{account_id}' matches the spec")
+
+
+# --- MailProxyInstance -----------------------------------------------------------------------
+
+
+def _config_equal(box: SecretBox, stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    opened = dict(stored)
+    if "client_sync_auth" in opened:
+        try:
+            opened["client_sync_auth"] = open_client_auth(box, opened["client_sync_auth"])
+        except EncryptionError:
+            return False
+    return opened == dict(wanted)
+
+
+async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInstanceSpec) -> Outcome:
+    values = await read_secret_values(ctx.kube, ref.namespace, spec.secret_refs())
+    desired = spec.desired_fields(values)
+    config = spec.desired_config(values)
+    changed: list[str] = []
+
+    async def write_row(conn: asyncpg.Connection) -> managed.Figures:
+        row = await db_instance.get_instance(conn)
+        _check_owner(row, ref, "the instance")
+        compare = {"bounce_imap_password": lambda s, w: _secret_equal(ctx.box, s, w)}
+        diff = _differences(row, desired, compare)
+        if diff:
+            password = ctx.box.encrypt(desired["bounce_imap_password"])
+            await db_instance.update_instance(
+                conn, fields={**desired, "bounce_imap_password": password}
+            )
+            changed.append(f"instance settings updated ({', '.join(diff)})")
+        mine = row["managed_by"] == ref.managed_by
+        if not mine or not _config_equal(ctx.box, row["config"] or {}, config):
+            sealed = dict(config)
+            if "client_sync_auth" in sealed:
+                sealed["client_sync_auth"] = seal_client_auth(ctx.box, sealed["client_sync_auth"])
+            await managed.claim_instance(conn, config=sealed, managed_by=ref.managed_by)
+            changed.append("instance configuration written" if mine else "instance claimed")
+        return await managed.instance_figures(conn)
+
+    figures = await _db(ctx.pool, write_row)
+    status = {
+        "tenants": figures.children,
+        "pending": figures.pending,
+        "sentLastHour": figures.sent_last_hour,
+    }
+    return Outcome(tuple(changed), status, "instance settings match the spec")
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+async def reconcile(
+    ctx: OperatorContext, ref: ResourceRef, spec: Mapping[str, Any] | None, *, rotation: str = ""
+) -> Outcome:
+    """Make the rows of `ref` match `spec`; `rotation` is the Tenant's rotate-api-key value."""
+    parsed = parse_spec(ref.kind, spec)
+    if isinstance(parsed, TenantSpec):
+        return await _tenant(ctx, ref, parsed, rotation)
+    if isinstance(parsed, SmtpAccountSpec):
+        return await _account(ctx, ref, parsed)
+    return await _instance(ctx, ref, parsed)
+
+
+async def remove(ctx: OperatorContext, ref: ResourceRef, spec: Mapping[str, Any] | None) -> str:
+    """Apply the deletion policy for a resource being deleted; says what was done.
+
+    Reads the raw spec so that a resource whose spec no longer parses can still go away.
+    """
+    raw = dict(spec or {})
+    retain = raw.get("deletionPolicy") == "Retain"
+    owner = ref.managed_by
+
+    async def rows(conn: asyncpg.Connection) -> int:
+        if ref.kind == "MailProxyInstance" and not retain:
+            row = await db_instance.get_instance(conn)
+            if row["managed_by"] != owner:
+                return 0
+            defaults = MailProxyInstanceSpec().desired_fields({})
+            await db_instance.update_instance(conn, fields=defaults)
+            await managed.claim_instance(conn, config={}, managed_by=None)
+            return 1
+        if retain:
+            return await managed.release_managed(conn, managed_by=owner)
+        return await managed.delete_managed(conn, managed_by=owner)
+
+    count = await _db(ctx.pool, rows)
+    if ref.kind == "Tenant":
+        secret_name = raw.get("apiKeySecretName") or f"{ref.name}-api-key"
+        if retain:
+            await api_keys.release_api_key(ctx.kube, tenant=ref, secret_name=secret_name)
+        else:
+            await api_keys.delete_api_key(ctx.kube, tenant=ref, secret_name=secret_name)
+    if ref.kind == "MailProxyInstance" and not retain:
+        return "instance settings reset to their defaults" if count else "nothing to reset"
+    verb = "released to the REST API" if retain else "deleted"
+    return f"{count} row(s) {verb}"
+
+
+async def request_reconcile(
+    ctx: OperatorContext, *, kind: str, namespace: str, name: str, token: str
+) -> bool:
+    """Ask kopf to reconcile a resource again (its annotation changes); False if it is gone."""
+    patch = {"metadata": {"annotations": {RECONCILE_REQUEST_ANNOTATION: token}}}
+    try:
+        await ctx.kube.patch_resource(KINDS[kind][0], namespace, name, patch)
+    except KubeNotFound:
+        return False
+    except KubeApiError as exc:
+        raise KubernetesUnavailable(f"Kubernetes API call failed: {exc}") from exc
+    return True
