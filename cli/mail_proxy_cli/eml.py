@@ -1,0 +1,88 @@
+"""An `.eml` file as an add-messages payload (the `send FILE.eml` verb).
+
+From, To, Cc, Bcc, Reply-To, Subject and Message-ID map to their payload fields; the body is the
+HTML part when there is one, else the text part; every other leaf part with a file name (or an
+attachment disposition) becomes a `base64` attachment. The client id is the Message-ID without
+its angle brackets, or a generated one when the file has none.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+
+class EmlError(ValueError):
+    """The file is not a message we can send (the text says why)."""
+
+
+def _addresses(msg: EmailMessage, name: str) -> list[str]:
+    out: list[str] = []
+    for header in msg.get_all(name) or ():
+        addresses = getattr(header, "addresses", None)
+        if addresses is None:
+            out.append(str(header))
+            continue
+        out.extend(str(address) for address in addresses)
+    return out
+
+
+def _first(msg: EmailMessage, name: str) -> str | None:
+    found = _addresses(msg, name)
+    return found[0] if found else None
+
+
+def _attachment(part: EmailMessage, index: int) -> dict[str, Any]:
+    content = part.get_payload(decode=True)
+    data = content if isinstance(content, bytes) else b""
+    return {
+        "filename": part.get_filename() or f"attachment-{index}.bin",
+        "storage_path": base64.b64encode(data).decode("ascii"),
+        "fetch_mode": "base64",
+        "mime_type": part.get_content_type(),
+    }
+
+
+def message_from_eml(raw: bytes) -> dict[str, Any]:
+    """The payload fields of one message (without tenant, account and priority)."""
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    sender = _first(msg, "From")
+    if sender is None:
+        raise EmlError("no From header")
+    recipients = _addresses(msg, "To")
+    if not recipients:
+        raise EmlError("no To header")
+    body_part = msg.get_body(preferencelist=("html", "plain"))
+    payload: dict[str, Any] = {
+        "from": sender,
+        "to": recipients,
+        "subject": str(msg.get("Subject", "")),
+        "body": body_part.get_content() if body_part is not None else "",
+        "content_type": "html"
+        if body_part is not None and body_part.get_content_subtype() == "html"
+        else "plain",
+    }
+    for field, header in (("cc", "Cc"), ("bcc", "Bcc")):
+        if found := _addresses(msg, header):
+            payload[field] = found
+    if reply_to := _first(msg, "Reply-To"):
+        payload["reply_to"] = reply_to
+    message_id = str(msg.get("Message-ID", "")).strip()
+    if message_id:
+        payload["message_id"] = message_id
+    payload["id"] = message_id.strip("<>") or f"eml-{uuid.uuid4().hex}"
+    attachments = [
+        _attachment(part, index)
+        for index, part in enumerate(msg.walk(), start=1)
+        if not part.is_multipart()
+        and part is not body_part
+        and (part.get_filename() or part.is_attachment())
+    ]
+    if attachments:
+        payload["attachments"] = attachments
+    return payload

@@ -1,0 +1,54 @@
+"""The `.eml` → add-messages mapping on its own (no server needed)."""
+
+from __future__ import annotations
+
+import base64
+from email.message import EmailMessage
+
+import pytest
+
+from mail_proxy_cli.eml import EmlError, message_from_eml
+
+
+def _message(**headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    for name, value in {"From": "a@example.org", "To": "b@example.org", **headers}.items():
+        msg[name.replace("_", "-")] = value
+    return msg
+
+
+def test_plain_text_only() -> None:
+    msg = _message(Subject="Plain", Reply_To="Replies <r@example.org>", Bcc="hidden@example.org")
+    msg.set_content("just text")
+    payload = message_from_eml(bytes(msg))
+    assert payload["content_type"] == "plain"
+    assert payload["body"] == "just text\n"
+    assert payload["reply_to"] == "Replies <r@example.org>"
+    assert payload["bcc"] == ["hidden@example.org"]
+    assert payload["id"].startswith("eml-")
+    assert "message_id" not in payload
+    assert "attachments" not in payload
+
+
+def test_nested_attachments_and_unicode() -> None:
+    msg = _message(Subject="Fattura n° 12", Message_ID="<x-1@example.org>")
+    msg.set_content("testo")
+    msg.add_alternative("<p>testo</p>", subtype="html")
+    msg.add_attachment("riga;1\n", subtype="csv", filename="dati.csv")
+    msg.add_attachment(b"\x89PNG", maintype="image", subtype="png", filename="logo.png")
+    payload = message_from_eml(bytes(msg))
+    assert payload["subject"] == "Fattura n° 12"
+    assert payload["id"] == "x-1@example.org"
+    assert payload["content_type"] == "html"
+    names = [(a["filename"], a["mime_type"]) for a in payload["attachments"]]
+    assert names == [("dati.csv", "text/csv"), ("logo.png", "image/png")]
+    assert base64.b64decode(payload["attachments"][1]["storage_path"]) == b"\x89PNG"
+
+
+@pytest.mark.parametrize("missing", ["From", "To"])
+def test_refuses_a_file_without_sender_or_recipient(missing: str) -> None:
+    msg = _message(Subject="x")
+    del msg[missing]
+    msg.set_content("x")
+    with pytest.raises(EmlError, match=f"no {missing} header"):
+        message_from_eml(bytes(msg))
