@@ -1,0 +1,321 @@
+"""Delivery benchmark: N messages through the REST API, K `mail-proxy sender` processes, a local
+SMTP sink. Prints figures; asserts nothing.
+
+    python bench/delivery.py                       # 5,000 messages, 2 senders, instant sink
+    python bench/delivery.py --sink-delay 0.2      # the sink takes 200 ms per message
+    python bench/delivery.py --runs 3              # median of three runs
+
+Everything runs on this machine: an embedded Postgres (or GMP_DATABASE_URL), one `mail-proxy api`
+process, K sender processes and the sink (aiosmtpd, in this process). Reported: delivered
+messages per second (first enqueue to last SMTP acceptance), p50/p99 of enqueue -> accepted,
+duplicates, and the peak RSS of each sender process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import psutil
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mail_proxy.db.migrate import migrate
+from mail_proxy.db.pool import connect
+from mail_proxy.encryption import generate_key
+
+ENTRY = "from mail_proxy_cli.main import main; main()"
+ADMIN_TOKEN = "bench-admin-token"
+BATCH = 1000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Sink:
+    delay_seconds: float
+    accepted: list[tuple[str, float]] = field(default_factory=list)
+    parser: BytesHeaderParser = field(default_factory=BytesHeaderParser)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        data = bytes(envelope.original_content or b"")
+        mail_id = self.parser.parsebytes(data)["X-Genro-Mail-ID"]
+        self.accepted.append((str(mail_id), time.time()))
+        return "250 OK"
+
+
+@contextlib.asynccontextmanager
+async def sink_server(sink: Sink) -> AsyncIterator[int]:
+    loop = asyncio.get_running_loop()
+    sessions: list[SMTP] = []
+
+    def protocol() -> SMTP:
+        smtp = SMTP(sink, hostname="sink.bench", loop=loop)
+        sessions.append(smtp)
+        return smtp
+
+    server = await loop.create_server(protocol, "127.0.0.1", 0, backlog=1024)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for smtp in sessions:
+            if smtp.transport is not None:
+                smtp.transport.close()
+
+
+@contextlib.contextmanager
+def database(data_dir: Path) -> Iterator[str]:
+    if url := os.environ.get("GMP_DATABASE_URL"):
+        yield url
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+async def fresh_database(server_dsn: str, name: str) -> str:
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    before, _, after = server_dsn.partition("/postgres?")
+    dsn = f"{before}/{name}?{after}" if after else server_dsn.rsplit("/", 1)[0] + f"/{name}"
+    conn = await connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return dsn
+
+
+class Proc:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args, self.env, self.log = args, env, log
+        self.proc: asyncio.subprocess.Process | None = None
+        self.peak_rss = 0
+
+    async def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", ENTRY, *self.args, env=self.env, stdout=out, stderr=out
+            )
+
+    def sample(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(psutil.Error):
+                rss = psutil.Process(self.proc.pid).memory_info().rss
+                self.peak_rss = max(self.peak_rss, rss)
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 60)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def wait_http(url: str, proc: Proc, within_seconds: float = 60) -> None:
+    deadline = time.monotonic() + within_seconds
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            assert proc.proc is not None
+            if proc.proc.returncode is not None:
+                raise SystemExit(f"process exited; see {proc.log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url, timeout=2)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"{url} not ready; see {proc.log}")
+
+
+async def one_run(
+    args: argparse.Namespace, server_dsn: str, run: int, logs: Path
+) -> dict[str, Any]:
+    dsn = await fresh_database(server_dsn, f"bench_delivery_{run}")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("GMP_", "MAIL_PROXY_"))}
+    base_env.update(
+        GMP_DATABASE_URL=dsn,
+        MAIL_PROXY_ENCRYPTION_KEY=generate_key(),
+        GMP_API_TOKEN=ADMIN_TOKEN,
+        GMP_HOST="127.0.0.1",
+        GMP_LOG_LEVEL="WARNING",
+    )
+    api_port = free_port()
+    api = Proc(["api"], {**base_env, "GMP_PORT": str(api_port)}, logs / f"api-{run}.log")
+    senders = [
+        Proc(
+            ["sender"],
+            {
+                **base_env,
+                "GMP_SENDER_METRICS_PORT": str(free_port()),
+                "GMP_SMTP_CONNECTIONS_PER_ACCOUNT": str(args.connections),
+                "GMP_BATCH_SIZE_PER_ACCOUNT": str(args.batch),
+            },
+            logs / f"sender{i}-{run}.log",
+        )
+        for i in range(args.senders)
+    ]
+    sink = Sink(args.sink_delay)
+    headers = {"X-API-Token": ADMIN_TOKEN}
+    enqueued_at: dict[str, float] = {}
+    async with sink_server(sink) as smtp_port:
+        await api.start()
+        for proc in senders:
+            await proc.start()
+        try:
+            await wait_http(f"http://127.0.0.1:{api_port}/ready", api)
+            for proc in senders:
+                port = proc.env["GMP_SENDER_METRICS_PORT"]
+                await wait_http(f"http://127.0.0.1:{port}/ready", proc)
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{api_port}", headers=headers, timeout=60
+            ) as client:
+                r = await client.post("/tenant", json={"id": "bench"})
+                r.raise_for_status()
+                r = await client.post(
+                    "/account",
+                    json={
+                        "id": "sink",
+                        "tenant_id": "bench",
+                        "host": "127.0.0.1",
+                        "port": smtp_port,
+                        "use_tls": False,
+                    },
+                )
+                r.raise_for_status()
+                started = time.time()
+                sampler = asyncio.create_task(_sample(senders))
+                for start in range(0, args.messages, BATCH):
+                    ids = [f"b{i:06d}" for i in range(start, min(start + BATCH, args.messages))]
+                    body = {
+                        "messages": [
+                            {
+                                "id": i,
+                                "tenant_id": "bench",
+                                "account_id": "sink",
+                                "from": "bench@example.org",
+                                "to": "sink@example.org",
+                                "subject": f"bench {i}",
+                                "body": "A benchmark message.\n" * 10,
+                            }
+                            for i in ids
+                        ]
+                    }
+                    r = await client.post("/commands/add-messages", json=body)
+                    r.raise_for_status()
+                    now = time.time()
+                    enqueued_at.update(dict.fromkeys(ids, now))
+                deadline = time.monotonic() + args.timeout
+                while len({m for m, _ in sink.accepted}) < args.messages:
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                finished = max((t for _, t in sink.accepted), default=time.time())
+                await asyncio.sleep(1.0)  # late duplicates, if any, arrive now
+                sampler.cancel()
+        finally:
+            for proc in senders:
+                proc.sample()
+                await proc.stop()
+            await api.stop()
+    first: dict[str, float] = {}
+    for message_id, at in sink.accepted:
+        first.setdefault(message_id, at)
+    latencies = sorted(first[m] - enqueued_at[m] for m in first if m in enqueued_at)
+    counts = Counter(m for m, _ in sink.accepted)
+    return {
+        "delivered": len(first),
+        "rate": len(first) / max(1e-9, finished - started),
+        "p50": _pct(latencies, 50),
+        "p99": _pct(latencies, 99),
+        "duplicates": sum(n - 1 for n in counts.values()),
+        "rss_mb": [round(p.peak_rss / 2**20) for p in senders],
+    }
+
+
+async def _sample(procs: list[Proc]) -> None:
+    while True:
+        for proc in procs:
+            proc.sample()
+        await asyncio.sleep(0.2)
+
+
+def _pct(values: list[float], pct: int) -> float:
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="mp-bench-") as tmp:
+        logs = Path(tmp)
+        with database(logs) as server_dsn:
+            results = []
+            for run in range(args.runs):
+                result = await one_run(args, server_dsn, run, logs)
+                results.append(result)
+                print(
+                    f"run {run + 1}: {result['delivered']}/{args.messages} delivered, "
+                    f"{result['rate']:.0f} msgs/s, p50 {result['p50'] * 1000:.0f} ms, "
+                    f"p99 {result['p99'] * 1000:.0f} ms, duplicates {result['duplicates']}, "
+                    f"sender RSS {result['rss_mb']} MB"
+                )
+    print(
+        f"median of {args.runs}: {statistics.median(r['rate'] for r in results):.0f} msgs/s, "
+        f"p50 {statistics.median(r['p50'] for r in results) * 1000:.0f} ms, "
+        f"p99 {statistics.median(r['p99'] for r in results) * 1000:.0f} ms, "
+        f"peak sender RSS {max(max(r['rss_mb']) for r in results)} MB "
+        f"(N={args.messages}, K={args.senders}, sink delay {args.sink_delay * 1000:.0f} ms, "
+        f"{args.connections} connections/account/process, {os.cpu_count()} CPUs)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", "-n", type=int, default=5000)
+    parser.add_argument("--senders", "-k", type=int, default=2)
+    parser.add_argument("--sink-delay", type=float, default=0.0, help="seconds per message")
+    parser.add_argument("--connections", type=int, default=64, help="per account per sender")
+    parser.add_argument("--batch", type=int, default=100, help="lease batch per account")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=300)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

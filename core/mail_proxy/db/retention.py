@@ -1,0 +1,80 @@
+"""Retention (SPEC section 3): what the service forgets, and when.
+
+- final messages (`sent`/`error`) whose events were all reported before the cutoff, with their
+  events (foreign-key cascade); messages with an unreported event are kept;
+- rate history older than the longest window (a day);
+- the command log, when `command_log_retention_seconds` is set.
+
+Deletes run in bounded batches so no statement holds locks for long; one pod purges at a time
+(advisory lock), the others skip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from mail_proxy.db.rate_budget import DAY
+
+# "mail-ret" in ASCII: distinct from the migration runner's key.
+_LOCK_KEY = 0x6D61696C2D726574
+_BATCH = 5000
+
+_PURGE_MESSAGES = """
+DELETE FROM messages WHERE pk IN (
+    SELECT m.pk FROM messages m
+    WHERE m.state IN ('sent', 'error') AND m.smtp_ts < $1
+      AND NOT EXISTS (SELECT 1 FROM message_events e WHERE e.message_pk = m.pk
+                      AND (e.reported_ts IS NULL OR e.reported_ts >= $1))
+    LIMIT $2
+)
+"""
+_PURGE_SEND_LOG = """
+DELETE FROM send_log WHERE id IN (SELECT id FROM send_log WHERE sent_at < $1 LIMIT $2)
+"""
+_PURGE_COMMAND_LOG = """
+DELETE FROM command_log WHERE id IN (SELECT id FROM command_log WHERE command_ts < $1 LIMIT $2)
+"""
+
+
+@dataclass(frozen=True)
+class Purged:
+    messages: int = 0
+    send_log: int = 0
+    command_log: int = 0
+
+
+async def _drain(conn: asyncpg.Connection, sql: str, cutoff: float) -> int:
+    total = 0
+    while True:
+        status: str = await conn.execute(sql, cutoff, _BATCH)
+        count = int(status.split()[-1])
+        total += count
+        if count < _BATCH:
+            return total
+
+
+async def purge(
+    conn: asyncpg.Connection,
+    *,
+    now: float,
+    report_retention_seconds: int,
+    command_log_retention_seconds: int | None,
+) -> Purged | None:
+    """Apply retention; None when another pod is doing it right now."""
+    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
+        return None
+    try:
+        messages = 0
+        if report_retention_seconds > 0:
+            messages = await _drain(conn, _PURGE_MESSAGES, int(now - report_retention_seconds))
+        send_log = await _drain(conn, _PURGE_SEND_LOG, now - DAY)
+        commands = 0
+        if command_log_retention_seconds is not None and command_log_retention_seconds > 0:
+            commands = await _drain(
+                conn, _PURGE_COMMAND_LOG, int(now - command_log_retention_seconds)
+            )
+        return Purged(messages, send_log, commands)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

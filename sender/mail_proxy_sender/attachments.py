@@ -1,0 +1,203 @@
+"""Fetching attachment contents in the four modes of reference section 6, safely.
+
+Modes (`fetch_mode`, or inferred from `storage_path`): `base64` (`base64:` prefix), `http_url`
+(`http(s)://`), `filesystem` (absolute path), `endpoint` (anything else: POSTed as
+`{"storage_path": ...}` to the tenant's attachment URL).
+
+Fixes over the reference: `filesystem` reads only under `attachment_allowed_roots` (none by
+default, so it is refused); the tenant's credentials go only to its own base URL's origin (an
+`http_url` elsewhere gets none, and a redirect to another origin drops them); sizes are bounded
+per attachment and per message; a source that fails other than with a 4xx is a temporary
+failure (retried), a 4xx or unusable content a permanent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mail_proxy.metrics import Metrics
+from mail_proxy.mime import AttachmentPart, md5_marker
+from mail_proxy_sender.attachment_cache import AttachmentCache
+from mail_proxy_sender.failures import PermanentFailure, TemporaryFailure
+from mail_proxy_sender.http_auth import auth_headers, join_url, same_origin
+
+DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
+
+
+@dataclass(frozen=True)
+class TenantSource:
+    """The tenant's side of attachment fetching (its URL and decrypted credentials)."""
+
+    base_url: str | None
+    attachment_path: str | None
+    auth: Mapping[str, Any] | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    timeout_seconds: float
+    attachment_max_bytes: int
+    message_max_bytes: int
+    allowed_roots: tuple[Path, ...]
+
+
+def infer_mode(storage_path: str) -> str:
+    if storage_path.startswith("base64:"):
+        return "base64"
+    if storage_path.startswith(("http://", "https://")):
+        return "http_url"
+    if storage_path.startswith("/"):
+        return "filesystem"
+    return "endpoint"
+
+
+class AttachmentFetcher:
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        cache: AttachmentCache,
+        limits: FetchLimits,
+        metrics: Metrics,
+    ) -> None:
+        self._http = http
+        self._cache = cache
+        self._limits = limits
+        self._metrics = metrics
+        self._roots = tuple(root.resolve() for root in limits.allowed_roots)
+
+    async def fetch_all(
+        self, attachments: Sequence[Mapping[str, Any]], tenant: TenantSource
+    ) -> list[AttachmentPart]:
+        """Every attachment of a message, fetched concurrently; raises a `DeliveryFailure`."""
+        parts = await asyncio.gather(*(self.fetch(a, tenant) for a in attachments))
+        total = sum(len(p.content) for p in parts)
+        if total > self._limits.message_max_bytes:
+            raise PermanentFailure(
+                f"Attachments total {total} bytes, over the limit of "
+                f"{self._limits.message_max_bytes} bytes per message"
+            )
+        return list(parts)
+
+    async def fetch(self, attachment: Mapping[str, Any], tenant: TenantSource) -> AttachmentPart:
+        filename = str(attachment.get("filename") or "file.bin")
+        key = attachment.get("content_md5") or md5_marker(filename)
+        if key:
+            cached = await self._cache.get(str(key))
+            self._metrics.attachment_cache.labels("hit" if cached is not None else "miss").inc()
+            if cached is not None:
+                return AttachmentPart(filename, cached, attachment.get("mime_type"))
+        try:
+            async with asyncio.timeout(self._limits.timeout_seconds):
+                content = await self._fetch_content(attachment, filename, tenant)
+        except TimeoutError:
+            raise TemporaryFailure(f"Attachment {filename} fetch timed out") from None
+        self._check_size(filename, len(content))
+        if key:
+            await self._cache.put(content)
+        return AttachmentPart(filename, content, attachment.get("mime_type"))
+
+    def _check_size(self, filename: str, size: int) -> None:
+        if size > self._limits.attachment_max_bytes:
+            raise PermanentFailure(
+                f"Attachment {filename} is larger than {self._limits.attachment_max_bytes} bytes"
+            )
+
+    async def _fetch_content(
+        self, attachment: Mapping[str, Any], filename: str, tenant: TenantSource
+    ) -> bytes:
+        path = str(attachment.get("storage_path") or "")
+        mode = attachment.get("fetch_mode") or infer_mode(path)
+        if mode == "base64":
+            return self._decode_base64(path, filename)
+        if mode == "filesystem":
+            return await self._read_file(path, filename)
+        override = attachment.get("auth")
+        if mode == "http_url":
+            # The attachment's own `auth` is meant for its URL; the tenant's only for its origin.
+            if override is not None:
+                headers = auth_headers(override)
+            else:
+                headers = auth_headers(tenant.auth) if same_origin(path, tenant.base_url) else {}
+            return await self._download("GET", path, filename, headers=headers)
+        if mode == "endpoint":
+            if not tenant.base_url:
+                raise PermanentFailure(
+                    "No default endpoint configured and path doesn't specify one"
+                )
+            url = join_url(tenant.base_url, tenant.attachment_path, DEFAULT_ATTACHMENT_PATH)
+            headers = auth_headers(override if override is not None else tenant.auth)
+            return await self._download(
+                "POST", url, filename, headers=headers, json={"storage_path": path}
+            )
+        raise PermanentFailure(f"Unknown fetch_mode {mode!r} for attachment {filename}")
+
+    def _decode_base64(self, data: str, filename: str) -> bytes:
+        text = "".join(data.removeprefix("base64:").split())
+        text += "=" * (-len(text) % 4)
+        self._check_size(filename, len(text) * 3 // 4)
+        try:
+            return binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise PermanentFailure(f"Invalid base64 content: {exc}") from exc
+
+    async def _read_file(self, path: str, filename: str) -> bytes:
+        def read() -> bytes:
+            target = Path(path)
+            if not target.is_absolute():
+                raise PermanentFailure(f"Attachment {filename}: path must be absolute")
+            try:
+                resolved = target.resolve(strict=True)
+            except OSError:
+                raise PermanentFailure(f"Attachment {filename}: file not found") from None
+            if not any(resolved.is_relative_to(root) for root in self._roots):
+                raise PermanentFailure(
+                    f"Attachment {filename}: path is outside the allowed attachment roots"
+                )
+            if not resolved.is_file():
+                raise PermanentFailure(f"Attachment {filename}: not a regular file")
+            self._check_size(filename, resolved.stat().st_size)
+            try:
+                return resolved.read_bytes()
+            except OSError as exc:
+                raise TemporaryFailure(f"Attachment {filename}: cannot read file") from exc
+
+        return await asyncio.to_thread(read)
+
+    async def _download(
+        self,
+        method: str,
+        url: str,
+        filename: str,
+        *,
+        headers: dict[str, str],
+        json: object = None,
+    ) -> bytes:
+        try:
+            async with self._http.stream(method, url, headers=headers, json=json) as response:
+                if 400 <= response.status_code < 500:
+                    raise PermanentFailure(
+                        f"Attachment fetch failed for {filename}: HTTP {response.status_code}"
+                    )
+                if not response.is_success:
+                    raise TemporaryFailure(
+                        f"Attachment fetch failed for {filename}: HTTP {response.status_code}"
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    self._check_size(filename, size)
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.HTTPError as exc:
+            raise TemporaryFailure(
+                f"Attachment fetch failed for {filename}: {type(exc).__name__}"
+            ) from exc

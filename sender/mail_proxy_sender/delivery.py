@@ -1,0 +1,166 @@
+"""One attempt at one message: attachments, MIME, SMTP, and the outcome to record.
+
+Called by a lane worker with the connection it holds; returns the connection to keep using
+(or None when it had to be dropped). Every path ends in exactly one recorded outcome, except a
+job whose lease may have run out before it started: that one is left alone for whichever
+sender now holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from mail_proxy.db.outcomes import Outcome
+from mail_proxy.encryption import SecretBox
+from mail_proxy.errors import EncryptionError
+from mail_proxy.metrics import Metrics
+from mail_proxy.mime import MessageBuildError, WireMessage, build_message
+from mail_proxy.redact import open_client_auth
+from mail_proxy_sender.attachments import AttachmentFetcher, TenantSource
+from mail_proxy_sender.failures import (
+    DeliveryFailure,
+    PermanentFailure,
+    TemporaryFailure,
+    Throttled,
+)
+from mail_proxy_sender.lanes import Job
+from mail_proxy_sender.outcome_writer import OutcomeWriter, Recorded
+from mail_proxy_sender.retry import RetryPolicy
+from mail_proxy_sender.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
+
+log = logging.getLogger(__name__)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        *,
+        fetcher: AttachmentFetcher,
+        box: SecretBox,
+        retry: RetryPolicy,
+        writer: OutcomeWriter,
+        smtp_options: SmtpOptions,
+        metrics: Metrics,
+        on_throttled: Callable[[Job], Awaitable[None]],
+    ) -> None:
+        self._fetcher = fetcher
+        self._box = box
+        self._retry = retry
+        self._writer = writer
+        self._options = smtp_options
+        self._metrics = metrics
+        self._on_throttled = on_throttled
+
+    async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
+        if time.monotonic() > job.deadline:
+            log.warning(
+                "lease too old to start sending; leaving the message to be taken back",
+                extra={"action": "lease_expired", "message_id": job.message.id},
+            )
+            return conn
+        try:
+            target, tenant = self._endpoints(job)
+            wire = await self._prepare(job, tenant)
+        except DeliveryFailure as failure:
+            await self._fail(job, failure)
+            return conn
+        conn, result = await self._send(job, target, conn, wire)
+        if isinstance(result, DeliveryFailure):
+            await self._fail(job, result)
+            return conn
+        now = time.time()
+        outcome = Outcome(
+            job.message.pk,
+            "sent",
+            int(now),
+            sent_at=now,
+            metadata={"refused": result} if result else None,
+        )
+        self._writer.put(Recorded(outcome, job.labels, job.message.created_ts))
+        return conn
+
+    def _endpoints(self, job: Job) -> tuple[SmtpTarget, TenantSource]:
+        """The SMTP target and the tenant's attachment source, with secrets decrypted."""
+        account = job.account
+        try:
+            target = SmtpTarget.of_account(account, self._box)
+            auth = open_client_auth(self._box, account["client_auth"])
+        except EncryptionError as exc:
+            # A key problem is the deployment's, not the message's: retried, not failed.
+            raise TemporaryFailure(f"Cannot read the stored credentials: {exc}") from exc
+        tenant = TenantSource(account["client_base_url"], account["client_attachment_path"], auth)
+        return target, tenant
+
+    async def _prepare(self, job: Job, tenant: TenantSource) -> WireMessage:
+        payload = job.message.payload
+        attachments = payload.get("attachments") or []
+        parts = await self._fetcher.fetch_all(attachments, tenant) if attachments else []
+        try:
+            return build_message(
+                payload, parts, tenant_id=job.message.tenant_id, message_pk=job.message.pk
+            )
+        except MessageBuildError as exc:
+            raise PermanentFailure(str(exc)) from exc
+
+    async def _send(
+        self, job: Job, target: SmtpTarget, conn: SmtpConnection | None, wire: WireMessage
+    ) -> tuple[SmtpConnection | None, dict[str, str] | DeliveryFailure]:
+        """Send on the kept connection (or a new one); returns the connection worth keeping
+        and the refused recipients, or the failure."""
+        reused = conn is not None and conn.usable(target)
+        if conn is not None and not reused:
+            await conn.close()
+            conn = None
+        try:
+            if conn is None:
+                conn = SmtpConnection(target, self._options)
+                await conn.open()
+            started = time.perf_counter()
+            try:
+                refused = await conn.send(wire)
+            except DeliveryFailure as failure:
+                if not (reused and failure.smtp_code is None):
+                    raise
+                # A kept connection that died while idle is not the message's fault.
+                await conn.close()
+                conn = SmtpConnection(target, self._options)
+                await conn.open()
+                started = time.perf_counter()
+                refused = await conn.send(wire)
+        except DeliveryFailure as failure:
+            return await self._worth_keeping(conn, failure), failure
+        self._metrics.smtp_latency.labels(job.account["id"]).observe(time.perf_counter() - started)
+        return conn, refused
+
+    @staticmethod
+    async def _worth_keeping(
+        conn: SmtpConnection | None, failure: DeliveryFailure
+    ) -> SmtpConnection | None:
+        """A connection that answered with a code had its session reset: keep it."""
+        if conn is None or (failure.smtp_code is not None and conn.usable(conn.target)):
+            return conn
+        await conn.close()
+        return None
+
+    async def _fail(self, job: Job, failure: DeliveryFailure) -> None:
+        outcome = self._retry.outcome(
+            message_pk=job.message.pk,
+            attempts=job.message.attempts,
+            failure=failure,
+            now=time.time(),
+        )
+        log.info(
+            "delivery failed",
+            extra={
+                "action": outcome.state,
+                "message_id": job.message.id,
+                "tenant_id": job.message.tenant_id,
+                "account_id": job.account["id"],
+                "reason": failure.described,
+            },
+        )
+        self._writer.put(Recorded(outcome, job.labels, job.message.created_ts))
+        if isinstance(failure, Throttled):
+            await self._on_throttled(job)

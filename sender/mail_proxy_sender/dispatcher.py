@@ -1,0 +1,267 @@
+"""The leasing loop: find accounts with ready work, lease batches fairly, feed the lanes.
+
+Each cycle asks Postgres which accounts have ready messages, then
+1. leases priority-0 messages of every account that has some, however busy its lane is (they
+   jump the lane's queue, so priority 0 never waits behind a batch of lower priorities);
+2. visits the other accounts round-robin across tenants (the starting tenant rotates each
+   cycle) and leases a batch for each lane that has room, within the process's in-flight cap.
+A tenant with a huge backlog thus gets one batch per cycle like everybody else.
+
+It sleeps until woken (NOTIFY, a lane with room) or the polling interval passes, takes back
+expired leases now and then, and on close returns every unstarted message to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import asyncpg
+
+from mail_proxy.config import Settings
+from mail_proxy.db.leases import (
+    AccountLease,
+    ReadyAccount,
+    lease_for_account,
+    ready_accounts,
+    reclaim_expired,
+    release,
+    throttle_account,
+)
+from mail_proxy.metrics import Metrics
+from mail_proxy_sender.lanes import AccountLane, Deliver, Job
+from mail_proxy_sender.waiting import first_of
+
+log = logging.getLogger(__name__)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@dataclass
+class DispatcherDeps:
+    pool: asyncpg.Pool
+    settings: Settings
+    metrics: Metrics
+    owner: str
+
+
+def fair_order(accounts: list[ReadyAccount], rotation: int) -> list[ReadyAccount]:
+    """Accounts interleaved tenant by tenant, starting from tenant number `rotation`."""
+    by_tenant: dict[str, list[ReadyAccount]] = defaultdict(list)
+    for account in sorted(accounts, key=lambda a: a.account_pk):
+        by_tenant[account.tenant_id].append(account)
+    tenants = sorted(by_tenant)
+    if tenants:
+        start = rotation % len(tenants)
+        tenants = tenants[start:] + tenants[:start]
+    ordered: list[ReadyAccount] = []
+    depth = max((len(v) for v in by_tenant.values()), default=0)
+    for i in range(depth):
+        ordered.extend(by_tenant[t][i] for t in tenants if i < len(by_tenant[t]))
+    return ordered
+
+
+class Dispatcher:
+    def __init__(self, deps: DispatcherDeps, *, deliver: Deliver, wake: asyncio.Event) -> None:
+        self._d = deps
+        self._deliver = deliver
+        self._wake = wake
+        self._lanes: dict[int, AccountLane] = {}
+        self._rotation = 0
+        s = deps.settings
+        self._margin = min(30.0, s.lease_seconds / 5)
+        self._reclaim_every = max(1.0, min(15.0, s.lease_seconds / 3))
+
+    @property
+    def in_flight(self) -> int:
+        return sum(lane.load for lane in self._lanes.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lease and dispatch until `stop` is set."""
+        next_reclaim = 0.0
+        while not stop.is_set():
+            self._wake.clear()
+            if time.monotonic() >= next_reclaim:
+                await self._reclaim()
+                next_reclaim = time.monotonic() + self._reclaim_every
+            try:
+                leased = await self.cycle()
+            except _DB_ERRORS as exc:
+                log.warning(
+                    "lease cycle failed", extra={"action": "lease_error", "error": repr(exc)}
+                )
+                leased = 0
+            self._forget_idle_lanes()
+            if leased and not stop.is_set():
+                await asyncio.sleep(0)
+                continue
+            await first_of(stop, self._wake, timeout=self._d.settings.send_loop_interval_seconds)
+
+    async def cycle(self) -> int:
+        """One pass over the ready accounts; returns how many messages were leased."""
+        async with self._d.pool.acquire() as conn:
+            ready = await ready_accounts(conn, now=time.time())
+        if not ready:
+            return 0
+        leased = 0
+        cap = self._d.settings.sender_max_in_flight
+        for account in ready:
+            if account.urgent:
+                leased += await self._lease(account, max_priority=0)
+        self._rotation += 1
+        for account in fair_order(ready, self._rotation):
+            lane = self._lanes.get(account.account_pk)
+            if self.in_flight >= cap:
+                break
+            if lane is not None and lane.queued >= self._d.settings.batch_size_per_account:
+                continue
+            leased += await self._lease(account, max_priority=None)
+        return leased
+
+    async def _lease(self, account: ReadyAccount, *, max_priority: int | None) -> int:
+        s = self._d.settings
+        started = time.monotonic()
+        now = time.time()
+        async with self._d.pool.acquire() as conn, conn.transaction():
+            lease = await lease_for_account(
+                conn,
+                account_pk=account.account_pk,
+                owner=self._d.owner,
+                default_batch=s.batch_size_per_account,
+                lease_seconds=s.lease_seconds,
+                now=now,
+                max_priority=max_priority,
+            )
+        if lease.account is None:
+            return 0
+        self._count_rate_limited(lease)
+        if lease.messages:
+            self._submit(lease, deadline=started + s.lease_seconds - self._margin, now=now)
+        return len(lease.messages)
+
+    def _count_rate_limited(self, lease: AccountLease) -> None:
+        assert lease.account is not None
+        labels = _labels(lease.account)
+        m = self._d.metrics
+        limited = len(lease.rate_deferred) + len(lease.rate_rejected)
+        if limited:
+            m.rate_limited.labels(*labels).inc(limited)
+            log.info(
+                "rate limit reached",
+                extra={
+                    "action": "rate_limited",
+                    "tenant_id": lease.account["tenant_id"],
+                    "account_id": lease.account["id"],
+                    "deferred": len(lease.rate_deferred),
+                    "rejected": len(lease.rate_rejected),
+                    "deferred_until": lease.deferred_until,
+                },
+            )
+        if lease.rate_deferred:
+            m.deferred.labels(*labels).inc(len(lease.rate_deferred))
+
+    def _submit(self, lease: AccountLease, *, deadline: float, now: float) -> None:
+        account = lease.account
+        assert account is not None
+        labels = _labels(account)
+        jobs = []
+        for message in lease.messages:
+            self._d.metrics.queue_age.observe(max(0.0, now - message.created_ts))
+            jobs.append(Job(message, account, labels, deadline))
+        self._lane(account["pk"]).submit(jobs)
+
+    def _lane(self, account_pk: int) -> AccountLane:
+        lane = self._lanes.get(account_pk)
+        if lane is None:
+            s = self._d.settings
+            lane = AccountLane(
+                account_pk,
+                deliver=self._deliver,
+                max_connections=s.smtp_connections_per_account,
+                idle_seconds=s.smtp_idle_seconds,
+                on_done=lambda: self._lane_progress(account_pk),
+            )
+            self._lanes[account_pk] = lane
+        return lane
+
+    def _lane_progress(self, account_pk: int) -> None:
+        lane = self._lanes.get(account_pk)
+        # Refill when the lane's queue runs low, not on every message.
+        if lane is not None and lane.queued <= self._d.settings.batch_size_per_account // 2:
+            self._wake.set()
+
+    def _forget_idle_lanes(self) -> None:
+        for pk in [pk for pk, lane in self._lanes.items() if lane.idle]:
+            del self._lanes[pk]
+
+    async def on_throttled(self, job: Job) -> None:
+        """The server said 421/451: back the account off and give back what waits for it."""
+        s = self._d.settings
+        lane = self._lanes.get(job.message.account_pk)
+        waiting = lane.take_queued() if lane is not None else []
+        try:
+            async with self._d.pool.acquire() as conn:
+                until = await throttle_account(
+                    conn,
+                    account_pk=job.message.account_pk,
+                    now=time.time(),
+                    base_seconds=s.throttle_base_seconds,
+                    max_seconds=s.throttle_max_seconds,
+                )
+                if waiting:
+                    await release(
+                        conn,
+                        message_pks=[j.message.pk for j in waiting],
+                        owner=self._d.owner,
+                        now=time.time(),
+                    )
+        except _DB_ERRORS as exc:
+            log.warning(
+                "cannot back off account", extra={"action": "throttle_error", "error": repr(exc)}
+            )
+            return
+        log.info(
+            "account throttled by its server",
+            extra={"action": "throttled", "account_id": job.account["id"], "until": until},
+        )
+
+    async def _reclaim(self) -> None:
+        try:
+            async with self._d.pool.acquire() as conn:
+                taken = await reclaim_expired(conn, now=time.time())
+        except _DB_ERRORS as exc:
+            log.warning(
+                "cannot reclaim leases", extra={"action": "reclaim_error", "error": repr(exc)}
+            )
+            return
+        if taken:
+            log.info("took back expired leases", extra={"action": "reclaimed", "count": taken})
+
+    async def close(self, grace_seconds: float) -> None:
+        """Let sends in progress finish (up to `grace_seconds`); give the rest back."""
+        lanes = list(self._lanes.values())
+        leftovers = await asyncio.gather(*(lane.close(grace_seconds) for lane in lanes))
+        pks = [job.message.pk for jobs in leftovers for job in jobs]
+        if not pks:
+            return
+        try:
+            async with self._d.pool.acquire() as conn:
+                count = await release(conn, message_pks=pks, owner=self._d.owner, now=time.time())
+        except _DB_ERRORS as exc:
+            log.warning(
+                "cannot release leases", extra={"action": "release_error", "error": repr(exc)}
+            )
+            return
+        log.info("released unsent leases", extra={"action": "released", "count": count})
+
+
+def _labels(account: dict[str, object]) -> tuple[str, str, str, str]:
+    tenant_id = str(account["tenant_id"])
+    return (
+        tenant_id,
+        str(account["tenant_name"] or tenant_id),
+        str(account["id"]),
+        str(account["id"]),
+    )

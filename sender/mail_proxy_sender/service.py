@@ -1,0 +1,177 @@
+"""A sender process: leasing worker, SMTP lanes, outcome writer, reporter, retention.
+
+`run_sender(ctx, stop)` runs until `stop` is set (SIGTERM), then drains: no new leases, sends
+in progress get `shutdown_grace_seconds` to finish, every unstarted message is given back to
+the queue, and queued outcomes are written. An unexpected crash of any part stops the others
+the same way and is raised, so the process exits and is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+
+from mail_proxy.config import Settings
+from mail_proxy.encryption import SecretBox
+from mail_proxy.metrics import Metrics
+from mail_proxy_sender.attachment_cache import AttachmentCache, CacheLimits
+from mail_proxy_sender.attachments import AttachmentFetcher, FetchLimits
+from mail_proxy_sender.delivery import Deliverer
+from mail_proxy_sender.dispatcher import Dispatcher, DispatcherDeps
+from mail_proxy_sender.lanes import Job
+from mail_proxy_sender.outcome_writer import OutcomeWriter
+from mail_proxy_sender.reporter import Reporter, ReporterDeps
+from mail_proxy_sender.retention import run_retention
+from mail_proxy_sender.retry import RetryPolicy
+from mail_proxy_sender.smtp_client import default_options
+from mail_proxy_sender.wakeups import Wakeups
+
+log = logging.getLogger(__name__)
+_MB = 1024 * 1024
+
+
+def new_owner_id() -> str:
+    """Unique per process: host, pid and a random part (pids repeat across restarts)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class SenderContext:
+    settings: Settings
+    pool: asyncpg.Pool
+    box: SecretBox
+    metrics: Metrics
+    dsn: str  # for the LISTEN connection, outside the pool
+    owner: str = field(default_factory=new_owner_id)
+
+
+def _cache(settings: Settings) -> AttachmentCache:
+    return AttachmentCache(
+        CacheLimits(
+            memory_max_bytes=int(settings.cache_memory_max_mb * _MB),
+            memory_ttl_seconds=settings.cache_memory_ttl_seconds,
+            disk_dir=settings.cache_disk_dir,
+            disk_max_bytes=int(settings.cache_disk_max_mb * _MB),
+            disk_ttl_seconds=settings.cache_disk_ttl_seconds,
+            disk_threshold_bytes=int(settings.cache_disk_threshold_kb * 1024),
+        )
+    )
+
+
+async def _precreate_series(ctx: SenderContext) -> None:
+    """Every account's delivery counters exist from the start, at 0 (reference behaviour)."""
+    async with ctx.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT a.id, a.tenant_id, coalesce(t.name, t.id) AS tenant_name "
+            "FROM accounts a JOIN tenants t ON t.id = a.tenant_id"
+        )
+    m = ctx.metrics
+    for row in rows:
+        labels = (row["tenant_id"], row["tenant_name"], row["id"], row["id"])
+        for family in (m.sent, m.errors, m.deferred, m.rate_limited):
+            family.labels(*labels)
+
+
+async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
+    s = ctx.settings
+    wakeups = Wakeups(ctx.dsn)
+    attachment_http = httpx.AsyncClient(follow_redirects=True, max_redirects=5)
+    sync_http = httpx.AsyncClient(follow_redirects=False)
+    writer = OutcomeWriter(
+        ctx.pool,
+        owner=ctx.owner,
+        metrics=ctx.metrics,
+        flush_seconds=s.outcome_flush_seconds,
+        on_recorded=wakeups.reports.set,
+    )
+    fetcher = AttachmentFetcher(
+        http=attachment_http,
+        cache=_cache(s),
+        limits=FetchLimits(
+            timeout_seconds=s.attachment_timeout_seconds,
+            attachment_max_bytes=s.attachment_max_bytes,
+            message_max_bytes=s.message_max_bytes,
+            allowed_roots=s.attachment_allowed_roots,
+        ),
+        metrics=ctx.metrics,
+    )
+    dispatcher: Dispatcher | None = None
+
+    async def on_throttled(job: Job) -> None:
+        if dispatcher is not None:
+            await dispatcher.on_throttled(job)
+
+    deliverer = Deliverer(
+        fetcher=fetcher,
+        box=ctx.box,
+        retry=RetryPolicy.from_settings(s),
+        writer=writer,
+        smtp_options=default_options(
+            timeout_seconds=s.smtp_timeout_seconds,
+            implicit_tls_ports=s.smtp_implicit_tls_ports,
+            ca_file=s.smtp_ca_file,
+        ),
+        metrics=ctx.metrics,
+        on_throttled=on_throttled,
+    )
+    dispatcher = Dispatcher(
+        DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner),
+        deliver=deliverer,
+        wake=wakeups.work,
+    )
+    reporter = Reporter(
+        ReporterDeps(ctx.pool, s, ctx.box, ctx.metrics, ctx.owner),
+        http=sync_http,
+        wake=wakeups.reports,
+    )
+    await _precreate_series(ctx)
+    log.info("sender started", extra={"action": "sender_start", "owner": ctx.owner})
+
+    halt = asyncio.Event()  # stop, or a part crashed
+    listen_stop = asyncio.Event()
+    writer_task = asyncio.create_task(writer.run(), name="outcome-writer")
+    dispatcher_task = asyncio.create_task(dispatcher.run(halt), name="dispatcher")
+    parts = {
+        dispatcher_task,
+        asyncio.create_task(wakeups.run(listen_stop), name="wakeups"),
+        asyncio.create_task(reporter.run(halt), name="reporter"),
+        asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
+    }
+    stop_task = asyncio.create_task(stop.wait())
+    crashed: BaseException | None = None
+    try:
+        done, _ = await asyncio.wait(
+            {stop_task, writer_task, *parts}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done - {stop_task}:
+            crashed = task.exception() or RuntimeError(f"{task.get_name()} ended early")
+            log.error("sender part crashed", exc_info=crashed, extra={"action": "crash"})
+    finally:
+        halt.set()
+        stop_task.cancel()
+        # The leasing loop finishes its cycle first, so nothing is leased after the drain.
+        await asyncio.gather(dispatcher_task, return_exceptions=True)
+        await _drain(dispatcher, writer, s)
+        writer_task.cancel()  # done already, unless the database was away for the whole drain
+        listen_stop.set()
+        await asyncio.wait(parts, timeout=5)  # a report call in progress may finish
+        for task in parts:
+            task.cancel()
+        await asyncio.gather(*parts, writer_task, return_exceptions=True)
+        await attachment_http.aclose()
+        await sync_http.aclose()
+        log.info("sender stopped", extra={"action": "sender_stop", "owner": ctx.owner})
+    if crashed is not None:
+        raise crashed
+
+
+async def _drain(dispatcher: Dispatcher, writer: OutcomeWriter, settings: Settings) -> None:
+    await dispatcher.close(settings.shutdown_grace_seconds)
+    await writer.close()

@@ -1,0 +1,64 @@
+"""LISTEN for work: NOTIFY on `mail_proxy_work` and `mail_proxy_run_now` wakes this process.
+
+A dedicated connection (not from the pool) listens; when it breaks, it is reopened with a
+growing pause, and both events are set so nothing waits on a notification that was lost
+meanwhile. Polling in the loops stays as the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from mail_proxy.db.pool import connect
+from mail_proxy_sender.waiting import first_of
+
+log = logging.getLogger(__name__)
+
+WORK_CHANNEL = "mail_proxy_work"
+RUN_NOW_CHANNEL = "mail_proxy_run_now"
+
+
+class Wakeups:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self.work = asyncio.Event()
+        self.reports = asyncio.Event()
+        self.listening = asyncio.Event()
+
+    def _on_work(self, *_: Any) -> None:
+        self.work.set()
+
+    def _on_run_now(self, *_: Any) -> None:
+        self.work.set()
+        self.reports.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        pause = 0.5
+        while not stop.is_set():
+            lost = asyncio.Event()
+            try:
+                conn = await connect(self._dsn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("cannot listen", extra={"action": "listen_error", "error": repr(exc)})
+                await first_of(stop, timeout=pause)
+                pause = min(pause * 2, 10.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(WORK_CHANNEL, self._on_work)
+                await conn.add_listener(RUN_NOW_CHANNEL, self._on_run_now)
+                self.listening.set()
+                pause = 0.5
+                self._on_run_now()  # anything that arrived while we were not listening
+                await first_of(stop, lost)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("listen lost", extra={"action": "listen_error", "error": repr(exc)})
+            finally:
+                self.listening.clear()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), timeout=5)
