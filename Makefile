@@ -5,6 +5,7 @@ PIP := $(PYTHON) -m pip
 PACKAGES := core/mail_proxy api/mail_proxy_api sender/mail_proxy_sender operator/mail_proxy_operator cli/mail_proxy_cli
 
 .PHONY: help install run test lint typecheck imports bench check
+.PHONY: chart-crds chart-check
 
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,5 +31,13 @@ imports: ## import-linter contracts (core imports no component; components are i
 
 bench: install ## Run the benchmarks (they print figures; nothing is asserted)
 	$(PYTHON) bench/enqueue.py
+	$(PYTHON) bench/delivery.py
+	$(PYTHON) bench/delivery.py --sink-delay 0.2
 
-check: lint typecheck imports test ## Everything CI runs
+check: lint typecheck imports test chart-check ## Everything CI runs
+
+chart-crds: ## Copy crds/*.yaml into the Helm chart (templated, kept on uninstall)
+	$(PYTHON) scripts/chart_crds.py
+
+chart-check: ## Lint, render, kubeconform and really install the Helm chart on a local API server
+	PYTHON=$(PYTHON) scripts/chart-check.sh

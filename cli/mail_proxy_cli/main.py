@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 from prometheus_client import disable_created_metrics
@@ -20,6 +22,7 @@ from mail_proxy.admin_token import (
     save_local_token,
 )
 from mail_proxy.config import Settings, load_settings
+from mail_proxy.db.migrate import pending_versions
 from mail_proxy.db.pool import connect
 from mail_proxy.db.rotate import reencrypt_all
 from mail_proxy.encryption import KEY_ENV, SecretBox, decode_key
@@ -36,7 +39,9 @@ from mail_proxy_cli.runtime import (
     say,
     stop_event_on_signals,
 )
-from mail_proxy_cli.services import serve_api
+from mail_proxy_cli.scopes import LIFECYCLE_COMMANDS, MailProxyGroup
+from mail_proxy_cli.services import serve_api, serve_sender
+from mail_proxy_sender.service import SenderContext
 
 _data_dir = click.option(
     "--data-dir",
@@ -87,20 +92,79 @@ async def _run_api(settings: Settings, db: Database) -> None:
         await serve_api(ctx, settings, stop)
 
 
+async def _run_all(settings: Settings, db: Database) -> None:
+    """API, sender and reporter in one process, on one pool and one stop event."""
+    await _prepare(settings, db)
+    stop = stop_event_on_signals()
+    async with pool_for(settings, db) as pool:
+        metrics = Metrics()
+        api_ctx = ApiContext(settings=settings, pool=pool, box=db.box, metrics=metrics)
+        sender_ctx = SenderContext(
+            settings=settings, pool=pool, box=db.box, metrics=metrics, dsn=db.dsn
+        )
+        say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
+        api_task = asyncio.create_task(serve_api(api_ctx, settings, stop))
+        api_task.add_done_callback(lambda _: stop.set())
+        try:
+            await serve_sender(sender_ctx, stop, probe_port=None)
+        finally:
+            stop.set()
+            await api_task
+
+
+async def _run_sender(settings: Settings, db: Database) -> None:
+    if settings.embedded:
+        await migrate_database(db.dsn)
+    else:
+        conn = await connect(db.dsn)
+        try:
+            missing = await pending_versions(conn)
+        finally:
+            await conn.close()
+        if missing:
+            raise click.ClickException(
+                f"schema not current (migrations {missing} pending): run `mail-proxy migrate`"
+            )
+    stop = stop_event_on_signals()
+    async with pool_for(settings, db) as pool:
+        ctx = SenderContext(settings=settings, pool=pool, box=db.box, metrics=Metrics(), dsn=db.dsn)
+        port = settings.sender_metrics_port or None
+        if port is not None:
+            say(f"mail-proxy sender {ctx.owner}: probes on http://{settings.host}:{port}")
+        await serve_sender(ctx, stop, probe_port=port)
+
+
+def _run_on_fastest_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run`, on uvloop where it is installed (uvicorn[standard] brings it on Linux and
+    macOS): asyncpg and the HTTP server do markedly more per CPU second on it."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
 def _run(settings: Settings, coro_factory: object) -> None:
     configure_logging(settings.log_level, settings.log_format)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         with database(settings) as db:
-            asyncio.run(coro_factory(settings, db))  # type: ignore[operator]
+            _run_on_fastest_loop(coro_factory(settings, db))  # type: ignore[operator]
     except MailProxyError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MailProxyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mail-proxy")
 def cli() -> None:
     """mail-proxy: apps POST mail, Postgres keeps it, senders deliver it and report back."""
+
+
+# start/stop/restart/list/delete; `mail-proxy NAME ...` verbs are resolved by MailProxyGroup.
+for _command in LIFECYCLE_COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.command()
@@ -113,7 +177,7 @@ def serve(
 ) -> None:
     """Run the whole service in one process (embedded Postgres unless GMP_DATABASE_URL is set)."""
     settings = _settings(host=host, port=port, data_dir=data_dir, instance_name=instance_name)
-    _run(settings, _run_api)
+    _run(settings, _run_all)
 
 
 @cli.command()
@@ -125,6 +189,53 @@ def api(host: str | None, port: int | None) -> None:
     if settings.database_url is None:
         raise click.UsageError("`mail-proxy api` needs GMP_DATABASE_URL; use `serve` on a laptop")
     _run(settings, _run_api)
+
+
+@cli.command()
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Port for /health, /ready and /metrics (env GMP_SENDER_METRICS_PORT, default 9100; "
+    "0 turns the endpoint off). Binds GMP_HOST.",
+)
+@_data_dir
+@_instance
+def sender(metrics_port: int | None, data_dir: Path | None, instance_name: str | None) -> None:
+    """Run a sender: lease, deliver over SMTP and report back (what a sender pod runs)."""
+    settings = _settings(
+        sender_metrics_port=metrics_port, data_dir=data_dir, instance_name=instance_name
+    )
+    _run(settings, _run_sender)
+
+
+@cli.command()
+@click.option(
+    "--health-port",
+    type=int,
+    default=None,
+    help="Port of the liveness endpoint /healthz (env GMP_OPERATOR_HEALTH_PORT, default 8080).",
+)
+@click.option(
+    "--health-host",
+    default=None,
+    help="Bind address of /healthz (env GMP_OPERATOR_HEALTH_HOST, default 127.0.0.1; "
+    "0.0.0.0 in a pod).",
+)
+def operator(health_port: int | None, health_host: str | None) -> None:
+    """Run the Kubernetes operator: Tenant, SmtpAccount and MailProxyInstance resources to rows
+    in GMP_DATABASE_URL (one replica; credentials from the pod or KUBECONFIG)."""
+    settings = _settings(operator_health_port=health_port, operator_health_host=health_host)
+    if settings.database_url is None:
+        raise click.UsageError("`mail-proxy operator` needs GMP_DATABASE_URL")
+
+    async def run(settings: Settings, db: Database) -> None:
+        # kopf is the optional `operator` extra: imported only by the command that needs it.
+        from mail_proxy_operator.runner import run_operator
+
+        await run_operator(settings=settings, dsn=db.dsn, box=db.box)
+
+    _run(settings, run)
 
 
 @cli.command()
@@ -196,7 +307,10 @@ def rotate_key(new_key: str | None, data_dir: Path | None, instance_name: str | 
                 "give the new key with --new-key or MAIL_PROXY_NEW_ENCRYPTION_KEY"
             )
         new_key = generate_key()
-    new_box = SecretBox(decode_key(new_key))
+    try:
+        new_box = SecretBox(decode_key(new_key))
+    except MailProxyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--new-key") from exc
 
     async def run(settings: Settings, db: Database) -> None:
         if not db.box.has_key:

@@ -1,4 +1,5 @@
-"""Long-running services a process can host: the API (uvicorn) and, later, sender and reporter."""
+"""Long-running services a process can host: the API (uvicorn), the sender (worker + reporter)
+and the sender's probe/metrics endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import uvicorn
 from mail_proxy.config import Settings
 from mail_proxy_api.app import create_app
 from mail_proxy_api.context import ApiContext
+from mail_proxy_sender.probes import create_probe_app
+from mail_proxy_sender.service import SenderContext, run_sender
 
 
 class QuietServer(uvicorn.Server):
@@ -44,3 +47,25 @@ async def serve_api(ctx: ApiContext, settings: Settings, stop: asyncio.Event) ->
         watcher.cancel()
     if not stop.is_set() and not server.started:
         raise SystemExit(f"cannot listen on {settings.host}:{settings.port}")
+
+
+async def serve_sender(ctx: SenderContext, stop: asyncio.Event, *, probe_port: int | None) -> None:
+    """The sender until `stop`; with `probe_port`, /health, /ready and /metrics on GMP_HOST."""
+    if probe_port is None:
+        await run_sender(ctx, stop)
+        return
+    config = uvicorn.Config(
+        create_probe_app(ctx.pool, ctx.metrics),
+        host=ctx.settings.host,
+        port=probe_port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = QuietServer(config)
+    probes = asyncio.create_task(server.serve())
+    try:
+        await run_sender(ctx, stop)
+    finally:
+        server.should_exit = True
+        await probes

@@ -6,10 +6,11 @@ here so one `mail-proxy` process can run every component from one object.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_HOME = Path("~/.mail-proxy").expanduser()
@@ -40,12 +41,63 @@ class Settings(BaseSettings):
     report_retention_seconds: int = 604_800
     command_log_retention_seconds: int | None = None
     sync_interval_seconds: int = 300
+    # Sender: leasing and the send loop. NOTIFY wakes senders; polling is only the fallback
+    # (the reference's GMP_SEND_LOOP_INTERVAL is accepted too).
+    send_loop_interval_seconds: float = Field(
+        default=1.0,
+        validation_alias=AliasChoices(
+            "send_loop_interval_seconds",
+            "gmp_send_loop_interval_seconds",
+            "gmp_send_loop_interval",
+        ),
+    )
+    lease_seconds: float = 300.0
+    shutdown_grace_seconds: float = 20.0
+    sender_max_in_flight: int = 2000
+    outcome_flush_seconds: float = 0.05
+    retry_jitter_ratio: float = 0.1
+    sender_metrics_port: int = 9100
+    # SMTP: a pool of connections per account, reused while they are fresh.
+    smtp_connections_per_account: int = 10
+    smtp_idle_seconds: float = 30.0
+    smtp_timeout_seconds: float = 30.0
+    smtp_ca_file: Path | None = None
+    smtp_implicit_tls_ports: Annotated[tuple[int, ...], NoDecode] = (465,)
+    throttle_base_seconds: float = 60.0
+    throttle_max_seconds: float = 900.0
+    # Attachments: fetch limits, where `filesystem` may read (nowhere by default), the cache.
+    attachment_timeout_seconds: float = 30.0
+    attachment_max_bytes: int = 25 * 1024 * 1024
+    message_max_bytes: int = 50 * 1024 * 1024
+    attachment_allowed_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+    cache_memory_max_mb: float = 50.0
+    cache_memory_ttl_seconds: float = 300.0
+    cache_disk_dir: Path | None = None
+    cache_disk_max_mb: float = 500.0
+    cache_disk_ttl_seconds: float = 3600.0
+    cache_disk_threshold_kb: float = 100.0
+    # Delivery reports: per-call timeout, tenants in parallel, back-off of failing tenants.
+    sync_timeout_seconds: float = 30.0
+    sync_concurrency: int = 16
+    sync_batch_size: int = 1000
+    sync_backoff_base_seconds: float = 30.0
+    sync_backoff_max_seconds: float = 3600.0
+    sync_queued_delay_seconds: float = 1.0
+    sync_queued_max_rounds: int = 20
+    retention_interval_seconds: float = 300.0
 
     # Global delivery-report target, used for tenants without their own sync URL.
     client_sync_url: str | None = None
     client_sync_token: SecretStr | None = None
     client_sync_user: str | None = None
     client_sync_password: SecretStr | None = None
+
+    # Operator (Kubernetes -> Postgres): namespaces to watch (empty: the whole cluster), how
+    # often drift is repaired and status figures refreshed, kopf's liveness endpoint.
+    operator_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    operator_repair_interval_seconds: float = 60.0
+    operator_health_host: str = "127.0.0.1"
+    operator_health_port: int = 8080
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -55,6 +107,48 @@ class Settings(BaseSettings):
     def _split_delays(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(int(part) for part in value.replace(",", " ").split())
+        return value
+
+    @field_validator("operator_namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("smtp_implicit_tls_ports", mode="before")
+    @classmethod
+    def _split_ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.replace(",", " ").split())
+        return value
+
+    @field_validator("attachment_allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(
+                Path(part) for part in value.replace(",", os.pathsep).split(os.pathsep) if part
+            )
+        return value
+
+    @field_validator(
+        "batch_size_per_account",
+        "lease_seconds",
+        "sender_max_in_flight",
+        "smtp_connections_per_account",
+        "smtp_timeout_seconds",
+        "attachment_timeout_seconds",
+        "attachment_max_bytes",
+        "message_max_bytes",
+        "sync_timeout_seconds",
+        "sync_concurrency",
+        "sync_batch_size",
+    )
+    @classmethod
+    def _positive_delivery(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
         return value
 
     @field_validator("max_request_bytes", "max_enqueue_batch", "messages_page_size")
