@@ -34,6 +34,7 @@ from mail_proxy_cli.runtime import (
     KEY_FILE,
     Database,
     database,
+    instance_settings_followed,
     migrate_database,
     pool_for,
     say,
@@ -86,7 +87,10 @@ async def _prepare(settings: Settings, db: Database) -> None:
 async def _run_api(settings: Settings, db: Database) -> None:
     await _prepare(settings, db)
     stop = stop_event_on_signals()
-    async with pool_for(settings, db) as pool:
+    async with (
+        pool_for(settings, db) as pool,
+        instance_settings_followed(settings, pool, db.box, stop),
+    ):
         ctx = ApiContext(settings=settings, pool=pool, box=db.box, metrics=Metrics())
         say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
         await serve_api(ctx, settings, stop)
@@ -96,7 +100,10 @@ async def _run_all(settings: Settings, db: Database) -> None:
     """API, sender and reporter in one process, on one pool and one stop event."""
     await _prepare(settings, db)
     stop = stop_event_on_signals()
-    async with pool_for(settings, db) as pool:
+    async with (
+        pool_for(settings, db) as pool,
+        instance_settings_followed(settings, pool, db.box, stop),
+    ):
         metrics = Metrics()
         api_ctx = ApiContext(settings=settings, pool=pool, box=db.box, metrics=metrics)
         sender_ctx = SenderContext(
@@ -126,7 +133,10 @@ async def _run_sender(settings: Settings, db: Database) -> None:
                 f"schema not current (migrations {missing} pending): run `mail-proxy migrate`"
             )
     stop = stop_event_on_signals()
-    async with pool_for(settings, db) as pool:
+    async with (
+        pool_for(settings, db) as pool,
+        instance_settings_followed(settings, pool, db.box, stop),
+    ):
         ctx = SenderContext(settings=settings, pool=pool, box=db.box, metrics=Metrics(), dsn=db.dsn)
         port = settings.sender_metrics_port or None
         if port is not None:

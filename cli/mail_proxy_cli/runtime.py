@@ -16,6 +16,7 @@ from mail_proxy.db import migrate as db_migrate
 from mail_proxy.db.pool import connect, create_pool
 from mail_proxy.embedded import EmbeddedPostgres
 from mail_proxy.encryption import SecretBox, load_key
+from mail_proxy.instance_settings import LiveSettings, follow_instance_settings
 
 KEY_FILE = "encryption_key"
 
@@ -54,6 +55,21 @@ async def pool_for(settings: Settings, db: Database) -> AsyncIterator[asyncpg.Po
         yield pool
     finally:
         await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def instance_settings_followed(
+    settings: Settings, pool: asyncpg.Pool, box: SecretBox, stop: asyncio.Event
+) -> AsyncIterator[None]:
+    """Stored MailProxyInstance settings applied now and re-read while the block runs."""
+    live = LiveSettings(settings)
+    await live.refresh(pool, box)
+    task = asyncio.create_task(follow_instance_settings(live, pool, box, stop))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def stop_event_on_signals() -> asyncio.Event:

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     # Where the data lives. No URL means: run the embedded Postgres in `data_dir`.
     database_url: SecretStr | None = None
     instance_name: str = "default"
+    # Where local instances live (`GMP_HOME`, default ~/.mail-proxy); `data_dir` names one folder.
+    home: Path | None = None
     data_dir: Path | None = None
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -53,6 +55,8 @@ class Settings(BaseSettings):
     )
     lease_seconds: float = 300.0
     shutdown_grace_seconds: float = 20.0
+    # How often a running process re-reads the MailProxyInstance settings stored by the operator.
+    instance_settings_refresh_seconds: float = 30.0
     sender_max_in_flight: int = 2000
     outcome_flush_seconds: float = 0.05
     retry_jitter_ratio: float = 0.1
@@ -161,7 +165,9 @@ class Settings(BaseSettings):
     @property
     def instance_dir(self) -> Path:
         """The instance's own folder: embedded Postgres, key, generated admin token."""
-        return self.data_dir if self.data_dir is not None else DEFAULT_HOME / self.instance_name
+        if self.data_dir is not None:
+            return self.data_dir
+        return (self.home or DEFAULT_HOME).expanduser() / self.instance_name
 
     @property
     def embedded(self) -> bool:

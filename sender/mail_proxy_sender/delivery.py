@@ -39,7 +39,7 @@ class Deliverer:
         *,
         fetcher: AttachmentFetcher,
         box: SecretBox,
-        retry: RetryPolicy,
+        retry: Callable[[], RetryPolicy],
         writer: OutcomeWriter,
         smtp_options: SmtpOptions,
         metrics: Metrics,
@@ -145,7 +145,8 @@ class Deliverer:
         return None
 
     async def _fail(self, job: Job, failure: DeliveryFailure) -> None:
-        outcome = self._retry.outcome(
+        # Built per failure: the retry settings may change while the sender runs.
+        outcome = self._retry().outcome(
             message_pk=job.message.pk,
             attempts=job.message.attempts,
             failure=failure,

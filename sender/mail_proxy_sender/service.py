@@ -111,7 +111,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     deliverer = Deliverer(
         fetcher=fetcher,
         box=ctx.box,
-        retry=RetryPolicy.from_settings(s),
+        retry=lambda: RetryPolicy.from_settings(s),
         writer=writer,
         smtp_options=default_options(
             timeout_seconds=s.smtp_timeout_seconds,

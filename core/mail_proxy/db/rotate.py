@@ -28,9 +28,16 @@ async def reencrypt_all(conn: asyncpg.Connection, *, old: SecretBox, new: Secret
         sealed = seal_client_auth(new, open_client_auth(old, row["client_auth"]))
         await conn.execute("UPDATE tenants SET client_auth = $2 WHERE id = $1", row["id"], sealed)
         changed += 1
-    password = await conn.fetchval(
-        "SELECT bounce_imap_password FROM instance WHERE id = 1 FOR UPDATE"
+    instance = await conn.fetchrow(
+        "SELECT bounce_imap_password, config FROM instance WHERE id = 1 FOR UPDATE"
     )
+    config = instance["config"] or {}
+    if config.get("client_sync_auth"):
+        opened = open_client_auth(old, config["client_sync_auth"])
+        config = {**config, "client_sync_auth": seal_client_auth(new, opened)}
+        await conn.execute("UPDATE instance SET config = $1 WHERE id = 1", config)
+        changed += 1
+    password = instance["bounce_imap_password"]
     if password is not None:
         await conn.execute(
             "UPDATE instance SET bounce_imap_password = $1 WHERE id = 1",
