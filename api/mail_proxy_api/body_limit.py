@@ -33,18 +33,26 @@ class BodySizeLimit:
                     return
         seen = 0
         started = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            # The 413 goes out from here: the framework turns any error raised while it reads
+            # the body into its own 400, so raising alone would not reach the client as a 413.
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    if not started and not refused:
+                        refused = True
+                        await self._refuse(send)
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 is the answer; drop whatever the app says about the error
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -52,8 +60,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            pass
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()

@@ -23,7 +23,9 @@ class ApiContext:
     started_at: float = field(default_factory=time.monotonic)
 
 
-def _context(request: Request) -> ApiContext:
+async def _context(request: Request) -> ApiContext:
+    # async on purpose: FastAPI runs a plain `def` dependency in a worker thread, which cost
+    # more than the rest of a small request.
     ctx: ApiContext = request.app.state.ctx
     return ctx
 

@@ -88,7 +88,7 @@ def message_record(row: asyncpg.Record, history: list[dict[str, Any]] | None) ->
         error=row["error"] if state == "error" else None,
         created_at=iso(row["created_at"]),
         updated_at=iso(row["updated_at"]),
-        message=row["payload"],
+        message=redact(row["payload"]),  # attachment `auth` may carry a token
         is_pec=row["is_pec"],
         status=state,
         attempts=row["attempts"],

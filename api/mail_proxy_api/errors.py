@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from mail_proxy.errors import (
@@ -14,6 +16,7 @@ from mail_proxy.errors import (
     MailProxyError,
     NotFound,
 )
+from mail_proxy.redact import MASK, SECRET_KEYS, redact
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,22 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 echoes the offending input; a secret in it is masked like everywhere else."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        if "input" not in error:
+            continue
+        loc = error.get("loc") or ()
+        if loc and loc[-1] in SECRET_KEYS and error["input"] not in (None, ""):
+            error["input"] = MASK
+        else:
+            error["input"] = redact(error["input"])
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MailProxyError, _service_error)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
     app.add_exception_handler(Exception, _unexpected)

@@ -7,6 +7,7 @@ It is a compiled regex because it runs for every recipient of every message on t
 
 from __future__ import annotations
 
+import functools
 import re
 
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+|\"[^\"\r\n]+\""
@@ -16,15 +17,17 @@ _DOMAIN = (
 _ADDR = rf"(?:{_LOCAL})@(?:{_DOMAIN})"
 _BARE = re.compile(rf"^\s*({_ADDR})\s*$")
 _NAMED = re.compile(rf"^\s*(?:\"[^\"\r\n]*\"|[^<>\"\r\n]*)\s*<({_ADDR})>\s*$")
-_CRLF = re.compile(r"[\r\n]")
 
 
 def has_crlf(value: str) -> bool:
-    return _CRLF.search(value) is not None
+    return "\r" in value or "\n" in value
 
 
+@functools.lru_cache(maxsize=4096)  # senders repeat: one `from` for a whole campaign
 def address_of(value: str) -> str | None:
     """The bare address in `value`, or None when it is not a valid address."""
+    if has_crlf(value):  # `\s` in the patterns would let a line break through
+        return None
     match = _BARE.match(value) or _NAMED.match(value)
     if match is None:
         return None
@@ -36,14 +39,34 @@ def address_of(value: str) -> str | None:
 
 
 def split_recipients(value: str | list[str] | None) -> list[str]:
-    """Recipients as a list; a string may hold several, comma-separated (reference behaviour)."""
+    """Recipients as a list; a string may hold several, comma-separated (reference behaviour).
+
+    Commas inside a quoted display name or inside `<...>` do not separate recipients, so
+    `"Doe, John" <j@example.org>, x@example.org` is two recipients.
+    """
     if value is None:
         return []
     items = [value] if isinstance(value, str) else value
     out: list[str] = []
     for item in items:
-        if "," in item and "<" not in item and '"' not in item:
-            out.extend(part.strip() for part in item.split(","))
-        else:
-            out.append(item.strip())
-    return [part for part in out if part]
+        out.extend(_split_outside_quotes(item) if "," in item else [item])
+    return [part.strip() for part in out if part.strip()]
+
+
+def _split_outside_quotes(text: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    quoted = False
+    angle = False
+    for index, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif char == "<" and not quoted:
+            angle = True
+        elif char == ">" and not quoted:
+            angle = False
+        elif char == "," and not quoted and not angle:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts

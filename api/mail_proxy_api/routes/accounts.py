@@ -15,8 +15,9 @@ from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import account_info
 from mail_proxy_api.routes.commands import scoped_tenant
 from mail_proxy_api.schemas.accounts import AccountPayload, AccountsResponse
+from mail_proxy_api.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter(tags=["accounts"], route_class=StrictJsonRoute)
 
 
 @router.post("/account")

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from mail_proxy.db import messages as db_messages
 from mail_proxy.db.migrate import pending_versions
@@ -15,8 +15,13 @@ from mail_proxy.errors import MigrationError
 from mail_proxy.metrics import Metrics
 from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
+from mail_proxy_api.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
+
+# The reference's exposition header; newer prometheus-client defaults to version=1.0.0, whose
+# body is the same for our metric names.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @router.get("/health")
@@ -73,4 +78,4 @@ async def refresh_queue_gauges(ctx: Ctx, metrics: Metrics) -> None:
 @router.get("/metrics")
 async def metrics(ctx: Ctx) -> Response:
     await refresh_queue_gauges(ctx, ctx.metrics)
-    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(ctx.metrics.registry), media_type=METRICS_CONTENT_TYPE)

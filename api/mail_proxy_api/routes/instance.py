@@ -22,8 +22,9 @@ from mail_proxy_api.schemas.instance import (
     InstanceInfo,
     InstanceUpdate,
 )
+from mail_proxy_api.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["instance"])
+router = APIRouter(tags=["instance"], route_class=StrictJsonRoute)
 
 
 @router.get("/instance", response_model=InstanceInfo, response_model_exclude_none=True)

@@ -12,8 +12,9 @@ from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import message_record
 from mail_proxy_api.routes.commands import scoped_tenant
 from mail_proxy_api.schemas.messages import MessagesResponse
+from mail_proxy_api.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], route_class=StrictJsonRoute)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:

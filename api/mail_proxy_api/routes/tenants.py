@@ -26,8 +26,9 @@ from mail_proxy_api.schemas.tenants import (
     TenantsResponse,
     TenantUpdate,
 )
+from mail_proxy_api.strict_json import StrictJsonRoute
 
-router = APIRouter(tags=["tenants"])
+router = APIRouter(tags=["tenants"], route_class=StrictJsonRoute)
 
 
 def _not_found(tenant_id: str) -> HTTPException:
@@ -42,7 +43,10 @@ def _refuse_if_managed(row: Any, tenant_id: str) -> None:
 @router.post("/tenant", response_model=TenantCreated, response_model_exclude_none=True)
 async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
     """Create or replace a tenant; a new tenant's API key is returned once."""
-    fields = body.model_dump(exclude={"id"})
+    fields = body.model_dump(exclude={"id", "client_auth"})
+    fields["client_auth"] = (
+        body.client_auth.model_dump(exclude_none=True) if body.client_auth else None
+    )
     api_key = new_token()
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await db_tenants.get_tenant(conn, tenant_id=body.id)
