@@ -76,6 +76,7 @@ stored AS (
            CASE WHEN final_reason IS NOT NULL THEN $3 END,
            CASE WHEN final_reason IS NOT NULL THEN $3 END
     FROM resolved WHERE tenant_known
+    ORDER BY ord  -- FIFO inside a batch: pks follow the order the messages were submitted
     ON CONFLICT (tenant_id, id) DO UPDATE SET
         account_id = EXCLUDED.account_id, account_pk = EXCLUDED.account_pk,
         priority = EXCLUDED.priority, payload = EXCLUDED.payload,

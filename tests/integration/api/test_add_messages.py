@@ -289,3 +289,13 @@ async def test_enqueue_wakes_the_senders_and_is_logged(api: Api, dsn: str) -> No
     entry = next(e for e in log if e["endpoint"] == "addMessages")
     assert entry["tenant_id"] == "acme"
     assert [m["id"] for m in entry["payload"]["messages"]] == ["m1", "m2"]
+
+
+async def test_a_batch_keeps_its_order_for_fifo_delivery(api: Api) -> None:
+    await tenant_with_account(api)
+    ids = [f"m{n:03d}" for n in range(200, 0, -1)]  # not sorted by id on purpose
+    r = await add_messages(api, [message(i) for i in ids])
+    assert r.json()["queued"] == len(ids), r.text
+    records = (await list_messages(api))["messages"]
+    by_arrival = sorted(records, key=lambda m: int(m["pk"]))
+    assert [m["id"] for m in by_arrival] == ids
