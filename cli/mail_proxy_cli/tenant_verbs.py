@@ -235,8 +235,8 @@ def send(
 @click.command("run-now")
 @api_options
 def tenant_run_now(session: Session) -> None:
-    """Wake senders and reporters now (a tenant token also forces its report now)."""
-    answer = session.api.post("/commands/run-now")
+    """Wake senders and reporters now and send this tenant's delivery report at once."""
+    answer = session.api.post("/commands/run-now", tenant_id=session.tenant)
     session.out.done("Senders and reporters woken up.", answer)
 
 

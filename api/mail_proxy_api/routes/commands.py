@@ -230,11 +230,17 @@ async def activate(
 
 
 @router.post("/run-now")
-async def run_now(caller: Caller, ctx: Ctx) -> dict[str, bool]:
-    """Wake senders and reporters in every process; a tenant token also forces its sync now."""
+async def run_now(caller: Caller, ctx: Ctx, tenant_id: str | None = None) -> dict[str, bool]:
+    """Wake senders and reporters in every process. The tenant (a tenant token's own, or the
+    `tenant_id` an admin names) also gets its delivery report now, do-not-disturb or not."""
+    if tenant_id is not None:
+        caller.check_tenant(tenant_id)
+    target = caller.tenant_id or tenant_id
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if caller.tenant_id is not None:
-            await db_tenants.request_sync_now(conn, tenant_id=caller.tenant_id)
+        if target is not None:
+            if not await db_tenants.tenant_exists(conn, tenant_id=target):
+                raise HTTPException(404, f"Tenant '{target}' not found")
+            await db_tenants.request_sync_now(conn, tenant_id=target)
         await conn.execute("SELECT pg_notify('mail_proxy_work', '')")
-        await conn.execute("SELECT pg_notify('mail_proxy_run_now', $1)", caller.tenant_id or "")
+        await conn.execute("SELECT pg_notify('mail_proxy_run_now', $1)", target or "")
     return {"ok": True}

@@ -269,3 +269,20 @@ async def test_run_now_with_a_tenant_token_forces_that_tenants_sync(api: Api, ds
         ("globex", 1e10, 99999999999, 5),
     ]
     assert heard == ["acme", ""]
+
+
+async def test_run_now_for_a_named_tenant(api: Api) -> None:
+    own = await api.new_tenant("acme")
+    await api.new_tenant("globex")
+    async with api.pool.acquire() as conn:
+        await conn.execute("UPDATE tenants SET last_sync_ts = 1e10, dnd_until = 99999999999")
+    r = await api.client.post("/commands/run-now?tenant_id=globex", headers=api.admin())
+    assert r.json() == {"ok": True}
+    r = await api.client.post("/commands/run-now?tenant_id=globex", headers=token(own))
+    assert r.status_code == 401
+    assert r.json() == {"detail": "Token not authorized for this tenant"}
+    r = await api.client.post("/commands/run-now?tenant_id=nobody", headers=api.admin())
+    assert r.status_code == 404
+    async with api.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, last_sync_ts, dnd_until FROM tenants ORDER BY id")
+    assert [tuple(row) for row in rows] == [("acme", 1e10, 99999999999), ("globex", 0, None)]
