@@ -1,17 +1,16 @@
 """The sender's small HTTP endpoint: `/health` (alive), `/ready` (database and schema current),
-`/metrics` (this process's Prometheus families)."""
+`/metrics` (this process's Prometheus families and the shared queue gauges)."""
 
 from __future__ import annotations
 
 import asyncpg
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mail_proxy.db.migrate import pending_versions
-from mail_proxy.errors import MigrationError
+from mail_proxy.health import METRICS_CONTENT_TYPE, not_ready_reason, refresh_queue_gauges
 from mail_proxy.metrics import Metrics
 
 
@@ -20,21 +19,15 @@ def create_probe_app(pool: asyncpg.Pool, metrics: Metrics) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def ready(_: Request) -> Response:
-        try:
-            async with pool.acquire(timeout=2) as conn:
-                missing = await pending_versions(conn)
-        except MigrationError as exc:
-            return JSONResponse({"status": "not ready", "reason": str(exc)}, status_code=503)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            reason = f"database unreachable: {type(exc).__name__}"
-            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
-        if missing:
-            reason = f"schema not current: migrations {missing} not applied"
+        reason = await not_ready_reason(pool)
+        if reason is not None:
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def metrics_route(_: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Queue depth too, so autoscaling on gmp_pending_messages can scrape sender pods.
+        await refresh_queue_gauges(pool, metrics)
+        return Response(generate_latest(metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
     return Starlette(
         routes=[

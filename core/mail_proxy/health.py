@@ -1,0 +1,47 @@
+"""What the probes and the metrics scrape of every process read from the database.
+
+The API and the sender's probe endpoint both answer `/ready` and `/metrics` from these, so a
+pod of either kind reports readiness and queue depth the same way.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from mail_proxy.db import messages as db_messages
+from mail_proxy.db.migrate import pending_versions
+from mail_proxy.errors import MigrationError
+from mail_proxy.metrics import Metrics
+
+# The reference's exposition header; newer prometheus-client defaults to version=1.0.0, whose
+# body is the same for our metric names.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def not_ready_reason(pool: asyncpg.Pool) -> str | None:
+    """None when the database answers and its schema is current; else why not."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            missing = await pending_versions(conn)
+    except MigrationError as exc:
+        return str(exc)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"database unreachable: {type(exc).__name__}"
+    if missing:
+        return f"schema not current: migrations {missing} not applied"
+    return None
+
+
+async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics) -> None:
+    """Queue gauges are read from Postgres at scrape time, so every pod reports the same truth."""
+    async with pool.acquire() as conn:
+        rows = await db_messages.unsent_by_tenant_priority(conn)
+    metrics.pending_by_tenant.clear()
+    metrics.oldest_pending.clear()
+    oldest: dict[str, float] = {}
+    for row in rows:
+        metrics.pending_by_tenant.labels(row["tenant_id"], str(row["priority"])).set(row["pending"])
+        oldest[row["tenant_id"]] = max(oldest.get(row["tenant_id"], 0.0), row["oldest_seconds"])
+    for tenant_id, seconds in oldest.items():
+        metrics.oldest_pending.labels(tenant_id).set(seconds)
+    metrics.pending.set(sum(row["pending"] for row in rows))
