@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mail_proxy.db.outcomes import Outcome
 from mail_proxy.encryption import SecretBox
@@ -93,9 +94,18 @@ class Deliverer:
         tenant = TenantSource(account["client_base_url"], account["client_attachment_path"], auth)
         return target, tenant
 
+    def _opened(self, attachment: dict[str, Any]) -> dict[str, Any]:
+        """An attachment with its own stored `auth` decrypted (the API stores it sealed)."""
+        if not attachment.get("auth"):
+            return attachment
+        try:
+            return {**attachment, "auth": open_client_auth(self._box, attachment["auth"])}
+        except EncryptionError as exc:
+            raise TemporaryFailure(f"Cannot read the attachment credentials: {exc}") from exc
+
     async def _prepare(self, job: Job, tenant: TenantSource) -> WireMessage:
         payload = job.message.payload
-        attachments = payload.get("attachments") or []
+        attachments = [self._opened(a) for a in payload.get("attachments") or ()]
         parts = await self._fetcher.fetch_all(attachments, tenant) if attachments else []
         try:
             return build_message(

@@ -14,8 +14,9 @@ from mail_proxy.addresses import split_recipients
 from mail_proxy.db import messages as db_messages
 from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.messages import EnqueueItem
+from mail_proxy.encryption import SecretBox
 from mail_proxy.priorities import normalise_priority
-from mail_proxy.redact import redact
+from mail_proxy.redact import redact, seal_client_auth
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Caller, Principal
 from mail_proxy_api.context import ApiContext, Ctx
@@ -49,7 +50,7 @@ def scoped_tenant(caller: Principal, tenant_id: str | None) -> str:
 
 
 def _prepare(
-    body: AddMessagesBody, caller: Principal
+    body: AddMessagesBody, caller: Principal, box: SecretBox
 ) -> tuple[list[EnqueueItem], list[Rejection], bool]:
     """Items to store, messages refused before storage, and whether a secret needs masking.
 
@@ -77,7 +78,11 @@ def _prepare(
         if not msg_id or not tenant_id:
             refused.append(Rejection(id=msg_id or None, reason=reason or intake.MISSING_ID))
             continue
-        has_secret = has_secret or any("auth" in a for a in payload.get("attachments", ()))
+        for attachment in payload.get("attachments", ()):
+            if "auth" in attachment:
+                # Per-attachment credentials are stored encrypted, like every other secret.
+                attachment["auth"] = seal_client_auth(box, attachment["auth"])
+                has_secret = True
         # A repeated id inside one batch: the last one wins, as sequential upserts would.
         items[(tenant_id, msg_id)] = EnqueueItem(
             id=msg_id,
@@ -111,7 +116,7 @@ async def add_messages(body: AddMessagesBody, caller: Caller, ctx: Ctx) -> Any:
         # The reference's shape for a refused batch: {"detail": {"error": ..., "rejected": []}}.
         error = f"Cannot enqueue more than {limit} messages at once"
         return _json({"detail": {"error": error, "rejected": []}}, 400)
-    items, refused, has_secret = _prepare(body, caller)
+    items, refused, has_secret = _prepare(body, caller, ctx.box)
     tenants = {item.tenant_id for item in items}
     # The command log keeps the messages as stored (what a replay would post again); only a
     # batch carrying attachment credentials needs the cost of a masked copy.

@@ -171,12 +171,14 @@ async def test_secrets_are_stored_encrypted(api: Api) -> None:
         account = await conn.fetchrow("SELECT password, imap_password FROM accounts")
         auths = dict(await conn.fetch("SELECT id, client_auth FROM tenants ORDER BY id"))
         bounce = await conn.fetchval("SELECT bounce_imap_password FROM instance")
+        payload = await conn.fetchval("SELECT payload FROM messages WHERE id = 'm1'")
         dump = await conn.fetchval(
             "SELECT string_agg(t::text, ' ') FROM ("
             " SELECT row_to_json(a)::text AS t FROM accounts a"
             " UNION ALL SELECT row_to_json(n)::text FROM tenants n"
             " UNION ALL SELECT row_to_json(i)::text FROM instance i"
-            " UNION ALL SELECT row_to_json(c)::text FROM command_log c) rows"
+            " UNION ALL SELECT row_to_json(c)::text FROM command_log c"
+            " UNION ALL SELECT row_to_json(m)::text FROM messages m) rows"
         )
     stored = {
         SMTP_PASSWORD: account["password"],
@@ -184,6 +186,7 @@ async def test_secrets_are_stored_encrypted(api: Api) -> None:
         BEARER_TOKEN: auths["acme"]["token"],
         BASIC_PASSWORD: auths["globex"]["password"],
         BOUNCE_PASSWORD: bounce,
+        ATTACHMENT_TOKEN: payload["attachments"][0]["auth"]["token"],
     }
     for plain, value in stored.items():
         assert value.startswith("ENC:")

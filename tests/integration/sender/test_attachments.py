@@ -15,6 +15,7 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mail_proxy.redact import seal_client_auth
 from tests.integration.sender.conftest import World, counter, eventually, running_sender
 from tests.integration.sender.servers import (
     Handler,
@@ -363,3 +364,22 @@ async def test_disk_cache_serves_large_items(world: World, tmp_path: Path) -> No
 def _names(data: bytes) -> list[str | None]:
     msg = email.message_from_bytes(data, policy=policy.default)
     return [part.get_filename() for part in msg.iter_attachments()]
+
+
+async def test_an_attachments_own_sealed_credentials_are_decrypted_for_its_url(
+    world: World,
+) -> None:
+    sink = SmtpSink()
+    files = HttpApp({"/f.pdf": serving()})
+    sealed = seal_client_auth(world.box, {"method": "bearer", "token": "own-token"})
+    assert sealed is not None
+    assert sealed["token"].startswith("ENC:")
+    async with smtp_server(sink) as port, http_server(files) as app:
+        await _send(
+            world,
+            sink,
+            port,
+            [{"filename": "f.pdf", "storage_path": app.url + "/f.pdf", "auth": sealed}],
+        )
+    assert _parts(sink) == [("f.pdf", "application/pdf", PDF)]
+    assert app.hits("/f.pdf")[0].headers["authorization"] == "Bearer own-token"
