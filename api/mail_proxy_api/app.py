@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The FastAPI application factory; `main()` builds the context and passes it in."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Appending to the command log from a route: endpoint names are the reference's command names."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Who is calling: the admin, one tenant, or nobody (401).
 
 Header `X-API-Token`. The admin token is `GMP_API_TOKEN` or, when unset, the one generated at

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Refuse request bodies over the configured size with 413, before the JSON parser sees them."""
 
 from __future__ import annotations

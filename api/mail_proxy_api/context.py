@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What every request handler needs, built once in `main()` and handed to `create_app`."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Database rows to HTTP shapes: timestamps as ISO strings, secrets masked, pks as strings."""
 
 from __future__ import annotations

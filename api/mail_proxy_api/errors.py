@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Mapping the core error tree to HTTP answers: always JSON `{"detail": ...}`, never a bare 500."""
 
 from __future__ import annotations

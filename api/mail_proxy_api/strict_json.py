@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Request bodies parsed as strict JSON (orjson), for every route of the API.
 
 The standard library's parser accepts `NaN` and `Infinity`, which Postgres' jsonb refuses:

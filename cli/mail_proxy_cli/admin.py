@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Instance-wide admin verbs over the REST API: `NAME tenants list|add|show|update|delete`,
 `NAME run-now`. They need the admin token (a local instance's is found by itself)."""
 

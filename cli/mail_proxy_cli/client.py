@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The CLI's client of the REST API: one base URL, one `X-API-Token`, errors as one line.
 
 The admin verbs only ever talk HTTP, so they work the same against a local instance, a remote

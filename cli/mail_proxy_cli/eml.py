@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An `.eml` file as an add-messages payload (the `send FILE.eml` verb).
 
 From, To, Cc, Bcc, Reply-To, Subject and Message-ID map to their payload fields; the body is the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local instances on disk and their server processes.
 
 An instance is a folder `<home>/<name>/` (home: `GMP_HOME`, default `~/.mail-proxy`) holding

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local instance verbs: `start`, `stop`, `restart`, `list`, `delete`, `NAME info`, `NAME token`."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`mail-proxy`: run the service (serve, api, migrate) and look after its keys (token, rotate-key).
 
 Instance and administration verbs (start/stop/list, tenants, accounts, ...) join in `instances`.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What a command prints: rich tables for people, plain JSON (`--json`) for scripts.
 
 In JSON mode stdout carries exactly one JSON document and nothing else; notes for people go to

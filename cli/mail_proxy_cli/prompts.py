@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Asking for what is missing, only when someone can answer.
 
 With a terminal on stdin a missing required value is asked for (secrets typed hidden, never

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bringing a process up: settings, the database (embedded or external), key, pool, migrations."""
 
 from __future__ import annotations

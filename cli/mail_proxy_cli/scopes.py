@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """How `mail-proxy WORD ...` is read: a command, else an instance name, then a tenant name.
 
 `mail-proxy start dev` runs the command `start`; `mail-proxy dev tenants list` finds no command

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Long-running services a process can host: the API (uvicorn), the sender (worker + reporter)
 and the sender's probe/metrics endpoint."""
 

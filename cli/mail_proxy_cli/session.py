@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which server an admin verb talks to, and with which token.
 
 `mail-proxy NAME ...` targets the local instance NAME (its URL from `instance.json`, its admin

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Verbs on one tenant over the REST API: `NAME TENANT info | api-key rotate|revoke |
 accounts list|add|delete | messages list | send FILE.eml | run-now | suspend | activate`."""
 

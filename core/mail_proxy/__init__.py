@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """mail-proxy core: settings, errors, encryption, storage and domain rules shared by all.
 
 This package imports no web, SMTP or operator framework; the components (`mail_proxy_api`,

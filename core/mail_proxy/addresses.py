@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Syntax checks for addresses and header values, run on every message at enqueue.
 
 A pragmatic check, not full RFC 5322: it accepts `user@example.org` and

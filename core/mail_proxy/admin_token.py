@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The admin token when none is configured: generated at first start, only its hash stored."""
 
 from __future__ import annotations

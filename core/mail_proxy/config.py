@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Settings, read once in `main()` from `GMP_*` variables and passed down; nothing reads env later.
 
 Durations carry their unit in the name. Values that only matter to one component still live

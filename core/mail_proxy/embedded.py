@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The embedded Postgres of the laptop mode, from the `pgserver` wheel.
 
 Started in `<instance dir>/pgdata` and stopped when the last process using it stops; the rest of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """AES-256-GCM for secrets at rest, in the reference's `ENC:` format.
 
 Stored form: ``"ENC:" + base64(nonce[12] || ciphertext || tag[16])``. The key is 32 bytes, taken

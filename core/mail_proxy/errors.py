@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One exception tree for the whole service.
 
     MailProxyError                  base; never raised itself

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the probes and the metrics scrape of every process read from the database.
 
 The API and the sender's probe endpoint both answer `/ready` and `/metrics` from these, so a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Instance-wide settings stored in `instance.config` (written by the operator from a
 `MailProxyInstance`), laid over the environment's settings while a process runs.
 

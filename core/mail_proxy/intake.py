@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Semantic checks on submitted messages, with the reference's exact rejection reasons.
 
 Schema problems (wrong types, unknown attachment keys) are the API's 422; what is checked here

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Logging set-up: text for people, JSON lines (`GMP_LOG_FORMAT=json`) for collectors.
 
 Stable keys (`message_id`, `tenant_id`, `account_id`, `action`) travel in `extra=`; no secret

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Prometheus families, in one registry per process (no import-time global state).
 
 The four `gmp_*` counters and the `gmp_pending_messages` gauge keep the reference's names,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Building the message that goes on the wire from a stored payload (SPEC section 5).
 
 Promises: `Date` is always set; `Message-ID` is the client's or a generated one that is the same

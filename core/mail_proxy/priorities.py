@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Message priorities: 0 (immediate) to 3 (low); the API accepts ints or labels."""
 
 from __future__ import annotations

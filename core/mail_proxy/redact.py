@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Keeping secrets out of responses and the command log, and encrypted at rest.
 
 `redact` masks every value stored under a secret-bearing key, at any depth. `seal_client_auth`

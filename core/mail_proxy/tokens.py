@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """API tokens: generation and the one-way hash that is all the database ever keeps."""
 
 import hashlib

@@ -1,1 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Kubernetes operator: MailProxyInstance, Tenant and SmtpAccount resources to Postgres rows."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BUSL-1.1
 """Tenant API keys: generated into a Secret the operator owns; Postgres keeps only the hash.
 
 The Secret is the source of truth: when it holds a key, the stored hash follows it. A new key is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What every reconcile needs: the resource it is about, and the operator's shared handles."""
 
 from __future__ import annotations

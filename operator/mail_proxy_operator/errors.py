@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Why a reconcile did not finish, as types the handlers can act on.
 
     ReconcileError                 base: `reason` (CamelCase, for conditions and events) + message

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """kopf handlers, kept thin: unpack what kopf hands over, call `reconcile`, report the result.
 
 Per kind: create/update/resume reconcile; a finalizer-backed delete applies `deletionPolicy`;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The few Kubernetes API calls the operator makes itself (kopf does the watching), over httpx.
 
 Secrets: read referenced ones, label them for the watch, and write the tenant API-key Secrets.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Making Postgres match a resource, one way (Kubernetes -> rows), free of kopf.
 
 `reconcile` is idempotent and writes only what differs from the spec, so the same call serves

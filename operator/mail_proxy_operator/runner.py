@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Running the operator: one standalone replica of kopf with the handlers, a pool and a client.
 
 `run_operator` returns when kopf stops (SIGTERM/SIGINT, which kopf handles itself). kopf keeps

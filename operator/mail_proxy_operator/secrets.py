@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading the Secrets a resource references, and marking them so the operator watches them.
 
 The operator watches only Secrets labelled `mailproxy.genropy.org/watch` (a server-side label

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The custom resources' specs as pydantic models, and what each one wants stored in Postgres.
 
 The CRD schemas in `crds/` are the contract (the API server validates and defaults there); these

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The `status` stanza: the Ready condition, observedGeneration and the live figures.
 
 Conditions follow the Kubernetes convention (`type`, `status`, `reason`, `message`,

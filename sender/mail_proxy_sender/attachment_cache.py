@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A two-tier cache of attachment contents keyed by MD5 (reference section 6.4).
 
 Lookups use the client's key (`content_md5` or the `{MD5:...}` filename marker); contents are

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fetching attachment contents in the four modes of reference section 6, safely.
 
 Modes (`fetch_mode`, or inferred from `storage_path`): `base64` (`base64:` prefix), `http_url`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One attempt at one message: attachments, MIME, SMTP, and the outcome to record.
 
 Called by a lane worker with the connection it holds; returns the connection to keep using

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The leasing loop: find accounts with ready work, lease batches fairly, feed the lanes.
 
 Each cycle asks Postgres which accounts have ready messages, then

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Why a delivery attempt failed, as a type: retry it later, or give up.
 
     DeliveryFailure (MailProxyError)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Credentials for the calls a sender makes to tenant applications, and where they may go.
 
 `client_auth` is `{"method": "none"|"bearer"|"basic", "token"?, "user"?, "password"?}` (reference

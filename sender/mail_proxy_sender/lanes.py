@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An account's lane: its leased messages in priority order, and its SMTP connections.
 
 Each lane has a priority queue of jobs and up to `max_connections` workers; a worker owns one

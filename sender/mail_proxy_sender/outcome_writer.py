@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writes outcomes to Postgres as soon as they are known, a few at a time.
 
 Outcomes queue up in memory and a single task stores them in small batches (one statement per

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The sender's small HTTP endpoint: `/health` (alive), `/ready` (database and schema current),
 `/metrics` (this process's Prometheus families and the shared queue gauges)."""
 

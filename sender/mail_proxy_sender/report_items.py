@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Delivery-report items, exactly as the reference sends them (section 5.2).
 
     sent      {"id", "sent_ts"}

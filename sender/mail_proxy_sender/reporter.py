@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The reporter: delivery reports to tenant applications (sync protocol, reference section 5).
 
 Each cycle claims the tenants that are due (unreported events, or an idle heartbeat every

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Applies retention every `retention_interval_seconds` (one pod at a time; see core)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The retry policy: from a failed attempt to the outcome that is recorded.
 
 A temporary failure is retried while the message has retries left (`max_retries`, so at most

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A sender process: leasing worker, SMTP lanes, outcome writer, reporter, retention.
 
 `run_sender(ctx, stop)` runs until `stop` is set (SIGTERM), then drains: no new leases, sends

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One SMTP connection to an account's server, with the account's TLS mode and credentials.
 
 TLS modes (reference section 7.2, with verification on by default):

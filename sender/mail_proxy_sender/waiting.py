@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Waiting on several asyncio events at once, with an optional timeout."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """LISTEN for work: NOTIFY on `mail_proxy_work` and `mail_proxy_run_now` wakes this process.
 
 A dedicated connection (not from the pool) listens; when it breaks, it is reopened with a

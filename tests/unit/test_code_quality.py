@@ -41,3 +41,20 @@ def test_no_module_directly_in_a_top_level_folder() -> None:
     # operator/ as a package would shadow the standard library's `operator`.
     for folder in ("core", "api", "sender", "operator", "cli"):
         assert not list((ROOT / folder).glob("*.py")), folder
+
+
+# The BSL-licensed parts (README "Licences"): multi-tenant management beyond the default tenant.
+BSL_FILES = {
+    "api/mail_proxy_api/routes/tenants.py",
+    "api/mail_proxy_api/schemas/tenants.py",
+    "operator/mail_proxy_operator/api_keys.py",
+}
+
+
+def test_every_module_names_its_licence() -> None:
+    for folder in ("core", "api", "sender", "operator", "cli"):
+        for path in (ROOT / folder).rglob("*.py"):
+            relative = path.relative_to(ROOT).as_posix()
+            licence = "BUSL-1.1" if relative in BSL_FILES else "Apache-2.0"
+            first = path.read_text(encoding="utf-8").splitlines()[0]
+            assert first == f"# SPDX-License-Identifier: {licence}", relative

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`/account`, `/accounts`, `/account/{id}`: a tenant's SMTP accounts."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`/commands/*`: enqueue, delete, clean up, suspend/activate, run-now."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`/health` (liveness), `/ready` (database and schema), `/status`, `/metrics`."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`/instance`, `/instance/reload-bounce`, `/command-log`: admin only."""
 
 from __future__ import annotations

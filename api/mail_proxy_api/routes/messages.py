@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`GET /messages`: a tenant's messages, paginated, optionally with their event history."""
 
 from __future__ import annotations

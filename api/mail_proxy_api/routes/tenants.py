@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BUSL-1.1
 """`/tenant`, `/tenants`, `/tenant/{id}`, API keys and sync status."""
 
 from __future__ import annotations

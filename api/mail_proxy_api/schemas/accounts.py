@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bodies and answers of the SMTP account routes; passwords go in, never out."""
 
 from __future__ import annotations

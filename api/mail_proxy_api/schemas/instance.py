@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bodies and answers of the instance and command-log routes."""
 
 from __future__ import annotations

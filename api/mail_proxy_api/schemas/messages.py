@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bodies and answers of the message routes (reference section 1.4)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BUSL-1.1
 """Bodies and answers of the tenant routes; `client_auth` secrets are masked on the way out."""
 
 from __future__ import annotations

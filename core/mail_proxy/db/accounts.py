@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SMTP account rows, unique per (tenant, id)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The command log: an append-only record of every state-changing API call, secrets masked."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The singleton instance row: name, admin token hash, bounce mailbox settings."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Leasing work: which accounts have ready messages, and taking a batch of them.
 
 Ready means: state `pending`, or `deferred` whose `deferred_ts` has come; the tenant is active

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rows owned by Kubernetes resources (`managed_by`), and the live figures their status shows.
 
 The operator writes tenants, accounts and the instance row through their own modules; this one

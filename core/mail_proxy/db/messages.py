@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Message rows from the API's side: enqueue, list, delete, clean up, count.
 
 The sender's side (lease, record outcome) lives with the sender; both meet on the `state`

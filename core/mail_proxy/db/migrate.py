@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Forward-only migrations: numbered `.sql` files shipped in `mail_proxy/db/migrations/`.
 
 Each file runs once, in its own transaction, and its SHA-256 is recorded. An applied file that

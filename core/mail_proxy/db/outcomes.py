@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Recording delivery outcomes: one statement for a small batch of messages.
 
 Each outcome moves its message out of `sending` (to `sent`, `deferred` or `error`), clears the

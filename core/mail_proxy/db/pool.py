@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The asyncpg pool, with JSON codecs so jsonb columns read and write Python values."""
 
 from __future__ import annotations

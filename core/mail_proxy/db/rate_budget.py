@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rate budgets: how many more messages an account (or tenant) may send right now.
 
 Counted in Postgres from `send_log` (what SMTP servers accepted) plus the rows senders hold

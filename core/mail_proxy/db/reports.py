@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Delivery-report state: which tenants to call, their unreported events, acks and back-off.
 
 A reporter first *claims* a tenant (`sync_owner`, `sync_lease_until`): one pod at a time talks

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Retention (SPEC section 3): what the service forgets, and when.
 
 - final messages (`sent`/`error`) whose events were all reported before the cutoff, with their

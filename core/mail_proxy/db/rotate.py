@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Re-encrypting every stored secret under a new key (`mail-proxy rotate-key`)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tenant rows: create-or-replace, partial update, API keys, suspension and sync state."""
 
 from __future__ import annotations
