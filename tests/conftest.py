@@ -7,12 +7,15 @@ Everything listens on 127.0.0.1 or a Unix socket, and every server started here 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
+import shutil
+import signal
 import socket
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +26,35 @@ from mail_proxy.db.pool import connect
 
 TEMPLATE = "mp_template"
 _counter = itertools.count()
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """`timeout` and CI cancel pytest with SIGTERM, which skips fixture teardown; servers started
+    here are daemons (pg_ctl) or detached, so they would outlive pytest. As KeyboardInterrupt,
+    pytest stops and still runs the teardown that stops them."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def stopped_on_sigterm(stop: Callable[[], None]) -> Iterator[None]:
+    """On SIGTERM, run `stop` and then end as SIGTERM would. For daemons that must not outlive
+    pytest even when an in-process server would swallow a KeyboardInterrupt."""
+
+    def handler(signum: int, frame: object) -> None:
+        stop()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +68,18 @@ def pg_server() -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+
+    def stop() -> None:
+        server.cleanup()  # stops the postmaster and deletes pgdata
+        shutil.rmtree(root, ignore_errors=True)
+
     try:
-        dsn: str = server.get_uri()
-        asyncio.run(_build_template(dsn))
-        yield dsn
+        with stopped_on_sigterm(stop):
+            dsn: str = server.get_uri()
+            asyncio.run(_build_template(dsn))
+            yield dsn
     finally:
-        server.cleanup()
+        stop()
 
 
 def dsn_for(server_dsn: str, database: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import pexpect
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.conftest import free_port
+from tests.conftest import free_port, interrupt_on_sigterm
 
 _SCRIPT = Path(sys.executable).with_name("mail-proxy")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "mail_proxy_cli.main"]
@@ -107,23 +106,11 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@contextlib.contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """`timeout` and CI cancel pytest with SIGTERM, which skips fixture teardown; and the
-    instances started here are detached, so they would outlive pytest. As KeyboardInterrupt,
-    pytest stops and still runs the teardown that stops them."""
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
     """A fresh home; any instance a test left running is stopped afterwards."""
     runner = Cli(tmp_path)
-    with _interrupt_on_sigterm():
+    with interrupt_on_sigterm():
         try:
             yield runner
         finally:
@@ -157,7 +144,7 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     runner = Cli(tmp_path_factory.mktemp("cli-lab"))
     port = free_port()
-    with _interrupt_on_sigterm():
+    with interrupt_on_sigterm():
         try:
             runner.run("start", "lab", "--port", str(port))
             token = runner.json("lab", "token")["token"]
