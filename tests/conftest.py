@@ -20,9 +20,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import uvicorn
+from starlette.types import ASGIApp
 
 from mail_proxy.db.migrate import migrate
 from mail_proxy.db.pool import connect
+from mail_proxy_cli.services import QuietServer
 
 TEMPLATE = "mp_template"
 _counter = itertools.count()
@@ -126,6 +129,23 @@ async def empty_dsn(pg_server: str) -> AsyncIterator[str]:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[int]:
+    """Serve an ASGI app on 127.0.0.1 (a free port, yielded) until the block ends."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
+    )
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
 
 
 def free_port() -> int:

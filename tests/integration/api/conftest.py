@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
 from mail_proxy.admin_token import ensure_admin_token
 from mail_proxy.config import Settings
@@ -20,7 +19,7 @@ from mail_proxy.encryption import SecretBox, decode_key, generate_key
 from mail_proxy.metrics import Metrics
 from mail_proxy_api.app import create_app
 from mail_proxy_api.context import ApiContext
-from mail_proxy_cli.services import QuietServer
+from tests.conftest import serving
 
 
 @dataclass
@@ -61,18 +60,13 @@ async def running_api(
     assert token is not None
     box = SecretBox(key)
     app = create_app(ApiContext(settings=settings, pool=pool, box=box, metrics=Metrics()))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
-    server = QuietServer(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        async with (
+            serving(app) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+        ):
             yield Api(client=client, admin_token=token, pool=pool, box=box)
     finally:
-        server.should_exit = True
-        await task
         try:
             # A test that fails while holding a connection must not hang the suite here.
             await asyncio.wait_for(pool.close(), timeout=10)

@@ -15,14 +15,13 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from typing import Any
 
-import uvicorn
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from mail_proxy_cli.services import QuietServer
+from tests.conftest import serving
 
 
 @dataclass
@@ -184,16 +183,6 @@ async def http_server(app: HttpApp) -> AsyncIterator[HttpApp]:
         return await handler(request)
 
     starlette = Starlette(routes=[Route("/{path:path}", dispatch, methods=["GET", "POST"])])
-    config = uvicorn.Config(
-        starlette, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="off"
-    )
-    server = QuietServer(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    app.port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    async with serving(starlette) as port:
+        app.port = port
         yield app
-    finally:
-        server.should_exit = True
-        await task

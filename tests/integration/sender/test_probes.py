@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from mail_proxy.db.pool import create_pool
 from mail_proxy.metrics import Metrics
-from mail_proxy_cli.services import QuietServer
 from mail_proxy_sender.probes import create_probe_app
+from tests.conftest import serving
 
 
 @contextlib.asynccontextmanager
 async def probe_client(dsn: str) -> AsyncIterator[httpx.AsyncClient]:
     pool = await create_pool(dsn, max_size=2)
-    config = uvicorn.Config(
-        create_probe_app(pool, Metrics()),
-        host="127.0.0.1",
-        port=0,
-        log_config=None,
-        lifespan="off",
-    )
-    server = QuietServer(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with (
+            serving(create_probe_app(pool, Metrics())) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
             yield client
     finally:
-        server.should_exit = True
-        await task
         await pool.close()
 
 
