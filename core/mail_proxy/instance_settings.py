@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 import asyncpg
-from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from mail_proxy.config import Settings
 from mail_proxy.encryption import SecretBox
@@ -52,12 +52,8 @@ def overrides_from_config(config: dict[str, Any], box: SecretBox) -> dict[str, A
 
 
 def _validated(name: str, value: Any) -> Any:
-    annotation = Settings.model_fields[name].annotation
-    if annotation is not None and "SecretStr" in str(annotation):
-        return SecretStr(str(value))
-    if name == "retry_delays_seconds":
-        return tuple(int(v) for v in value)
-    return TypeAdapter(annotation).validate_python(value)
+    """`value` as the `Settings` field `name` holds it (secrets as SecretStr, lists as tuples)."""
+    return TypeAdapter(Settings.model_fields[name].annotation).validate_python(value)
 
 
 class LiveSettings:
