@@ -1,6 +1,10 @@
 # mail-proxy developer tasks. `make` alone lists them.
 .DEFAULT_GOAL := help
-PYTHON ?= python3
+# Everything runs in a project virtual environment, so the README's commands work on any
+# supported Python, system Pythons that refuse `pip install` (PEP 668) included.
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 PACKAGES := core/mail_proxy api/mail_proxy_api sender/mail_proxy_sender operator/mail_proxy_operator cli/mail_proxy_cli
 
@@ -10,14 +14,18 @@ PACKAGES := core/mail_proxy api/mail_proxy_api sender/mail_proxy_sender operator
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-install: ## Install mail-proxy with the embedded Postgres and the dev tools (editable)
+$(PYTHON):
+	$(BASE_PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(PYTHON) ## Install mail-proxy with the embedded Postgres and the dev tools (editable, in .venv)
 	$(PIP) install --quiet -e '.[dev]'
 
 run: install ## Install and run the whole service on an embedded Postgres (http://127.0.0.1:8000)
-	mail-proxy serve
+	$(VENV)/bin/mail-proxy serve
 
 test: install ## Install and run every test (lint, types and import contracts included)
-	$(PYTHON) -m pytest
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint: ## ruff check + format check
 	$(PYTHON) -m ruff check .
@@ -27,7 +35,7 @@ typecheck: ## mypy --strict on the packages
 	$(PYTHON) -m mypy
 
 imports: ## import-linter contracts (core imports no component; components are independent)
-	lint-imports
+	$(VENV)/bin/lint-imports
 
 bench: install ## Run the benchmarks (they print figures; nothing is asserted)
 	$(PYTHON) bench/enqueue.py
@@ -40,4 +48,4 @@ chart-crds: ## Copy crds/*.yaml into the Helm chart (templated, kept on uninstal
 	$(PYTHON) scripts/chart_crds.py
 
 chart-check: ## Lint, render, kubeconform and really install the Helm chart on a local API server
-	PYTHON=$(PYTHON) scripts/chart-check.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PYTHON=$(CURDIR)/$(PYTHON) scripts/chart-check.sh

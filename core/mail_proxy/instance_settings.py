@@ -53,7 +53,8 @@ def overrides_from_config(config: dict[str, Any], box: SecretBox) -> dict[str, A
 
 def _validated(name: str, value: Any) -> Any:
     """`value` as the `Settings` field `name` holds it (secrets as SecretStr, lists as tuples)."""
-    return TypeAdapter(Settings.model_fields[name].annotation).validate_python(value)
+    annotation: Any = Settings.model_fields[name].annotation
+    return TypeAdapter(annotation).validate_python(value)
 
 
 class LiveSettings:

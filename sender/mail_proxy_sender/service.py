@@ -22,17 +22,17 @@ import httpx
 from mail_proxy.config import Settings
 from mail_proxy.encryption import SecretBox
 from mail_proxy.metrics import Metrics
-from mail_proxy_sender.attachment_cache import AttachmentCache, CacheLimits
-from mail_proxy_sender.attachments import AttachmentFetcher, FetchLimits
-from mail_proxy_sender.delivery import Deliverer
-from mail_proxy_sender.dispatcher import Dispatcher, DispatcherDeps
-from mail_proxy_sender.lanes import Job
-from mail_proxy_sender.outcome_writer import OutcomeWriter
-from mail_proxy_sender.reporter import Reporter, ReporterDeps
-from mail_proxy_sender.retention import run_retention
-from mail_proxy_sender.retry import RetryPolicy
-from mail_proxy_sender.smtp_client import default_options
-from mail_proxy_sender.wakeups import Wakeups
+from mail_proxy_sender.attachments.cache import AttachmentCache, CacheLimits
+from mail_proxy_sender.attachments.fetch import AttachmentFetcher, FetchLimits
+from mail_proxy_sender.delivery.attempt import Deliverer
+from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
+from mail_proxy_sender.delivery.lanes import Job
+from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter
+from mail_proxy_sender.delivery.retry import RetryPolicy
+from mail_proxy_sender.delivery.smtp_client import default_options
+from mail_proxy_sender.delivery.wakeups import Wakeups
+from mail_proxy_sender.maintenance.retention import run_retention
+from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024

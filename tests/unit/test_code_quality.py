@@ -30,7 +30,8 @@ def test_mypy_strict() -> None:
 
 
 def test_import_contracts() -> None:
-    lint_imports = shutil.which("lint-imports")
+    beside_python = Path(sys.executable).with_name("lint-imports")
+    lint_imports = str(beside_python) if beside_python.exists() else shutil.which("lint-imports")
     if lint_imports is None:
         pytest.fail("lint-imports is not installed: run `make install`")
     result = _run(lint_imports)

@@ -10,14 +10,14 @@ import pytest
 
 from mail_proxy.db.leases import ReadyAccount
 from mail_proxy.db.rate_budget import RateBudget, RateLimits, slots_needed
-from mail_proxy_sender.dispatcher import fair_order
-from mail_proxy_sender.failures import (
+from mail_proxy_sender.delivery.dispatcher import fair_order
+from mail_proxy_sender.delivery.failures import (
     PermanentFailure,
     TemporaryFailure,
     Throttled,
     classify_smtp_error,
 )
-from mail_proxy_sender.retry import RetryPolicy
+from mail_proxy_sender.delivery.retry import RetryPolicy
 
 POLICY = RetryPolicy(delays_seconds=(60, 300, 900, 3600, 7200), max_retries=5, jitter_ratio=0.1)
 

@@ -16,10 +16,10 @@ from mail_proxy.mime import (
     md5_marker,
     stable_message_id,
 )
-from mail_proxy_sender.attachments import infer_mode
-from mail_proxy_sender.http_auth import auth_headers, join_url, same_origin
-from mail_proxy_sender.report_items import report_item
-from mail_proxy_sender.reporter import parse_answer
+from mail_proxy_sender.attachments.fetch import infer_mode
+from mail_proxy_sender.attachments.http_auth import auth_headers, join_url, same_origin
+from mail_proxy_sender.reports.items import report_item
+from mail_proxy_sender.reports.reporter import parse_answer
 
 
 def _event(kind: str, description: str | None = None, **meta: object) -> PendingEvent:

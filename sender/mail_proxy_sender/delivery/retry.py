@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mail_proxy.config import Settings
 from mail_proxy.db.outcomes import Outcome
-from mail_proxy_sender.failures import DeliveryFailure, TemporaryFailure
+from mail_proxy_sender.delivery.failures import DeliveryFailure, TemporaryFailure
 
 
 @dataclass(frozen=True)

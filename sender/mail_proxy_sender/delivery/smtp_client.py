@@ -25,7 +25,7 @@ import aiosmtplib
 
 from mail_proxy.encryption import SecretBox
 from mail_proxy.mime import WireMessage
-from mail_proxy_sender.failures import classify_smtp_error
+from mail_proxy_sender.delivery.failures import classify_smtp_error
 
 
 class TlsMode(Enum):

@@ -20,17 +20,17 @@ from mail_proxy.errors import EncryptionError
 from mail_proxy.metrics import Metrics
 from mail_proxy.mime import MessageBuildError, WireMessage, build_message
 from mail_proxy.redact import open_client_auth
-from mail_proxy_sender.attachments import AttachmentFetcher, TenantSource
-from mail_proxy_sender.failures import (
+from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
+from mail_proxy_sender.delivery.failures import (
     DeliveryFailure,
     PermanentFailure,
     TemporaryFailure,
     Throttled,
 )
-from mail_proxy_sender.lanes import Job
-from mail_proxy_sender.outcome_writer import OutcomeWriter, Recorded
-from mail_proxy_sender.retry import RetryPolicy
-from mail_proxy_sender.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
+from mail_proxy_sender.delivery.lanes import Job
+from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter, Recorded
+from mail_proxy_sender.delivery.retry import RetryPolicy
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
 
 log = logging.getLogger(__name__)
 

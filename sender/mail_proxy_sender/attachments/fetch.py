@@ -25,9 +25,9 @@ import httpx
 
 from mail_proxy.metrics import Metrics
 from mail_proxy.mime import AttachmentPart, md5_marker
-from mail_proxy_sender.attachment_cache import AttachmentCache
-from mail_proxy_sender.failures import PermanentFailure, TemporaryFailure
-from mail_proxy_sender.http_auth import auth_headers, join_url, same_origin
+from mail_proxy_sender.attachments.cache import AttachmentCache
+from mail_proxy_sender.attachments.http_auth import auth_headers, join_url, same_origin
+from mail_proxy_sender.delivery.failures import PermanentFailure, TemporaryFailure
 
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from mail_proxy.db.pool import connect
-from mail_proxy_sender.waiting import first_of
+from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
 

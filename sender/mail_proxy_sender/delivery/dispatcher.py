@@ -33,8 +33,8 @@ from mail_proxy.db.leases import (
     throttle_account,
 )
 from mail_proxy.metrics import Metrics
-from mail_proxy_sender.lanes import AccountLane, Deliver, Job
-from mail_proxy_sender.waiting import first_of
+from mail_proxy_sender.delivery.lanes import AccountLane, Deliver, Job
+from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mail_proxy.db.leases import LeasedMessage
-from mail_proxy_sender.smtp_client import SmtpConnection
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection
 
 log = logging.getLogger(__name__)
 

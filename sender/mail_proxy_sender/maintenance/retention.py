@@ -11,7 +11,7 @@ import asyncpg
 
 from mail_proxy.config import Settings
 from mail_proxy.db.retention import purge
-from mail_proxy_sender.waiting import first_of
+from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
 

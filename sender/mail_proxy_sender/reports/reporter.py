@@ -35,9 +35,9 @@ from mail_proxy.db.reports import ClaimedTenant, PendingEvent
 from mail_proxy.encryption import SecretBox
 from mail_proxy.metrics import Metrics
 from mail_proxy.redact import open_client_auth
-from mail_proxy_sender.http_auth import auth_headers, join_url
-from mail_proxy_sender.report_items import report_body
-from mail_proxy_sender.waiting import first_of
+from mail_proxy_sender.attachments.http_auth import auth_headers, join_url
+from mail_proxy_sender.delivery.waiting import first_of
+from mail_proxy_sender.reports.items import report_body
 
 log = logging.getLogger(__name__)
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
