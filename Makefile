@@ -14,11 +14,11 @@ PACKAGES := core/mail_proxy api/mail_proxy_api sender/mail_proxy_sender operator
 help: ## Show this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(PYTHON):
-	$(BASE_PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-
-install: $(PYTHON) ## Install mail-proxy with the embedded Postgres and the dev tools (editable, in .venv)
+# `python3 -m venv` alone fails on Debian without python3-venv (and leaves a pip-less folder):
+# the script falls back to apt (as root) or to installing pip from a wheel, else says what to do.
+# It runs every time (a check when the venv is fine), so a half-made .venv is repaired.
+install: ## Install mail-proxy with the embedded Postgres and the dev tools (editable, in .venv)
+	$(BASE_PYTHON) scripts/bootstrap_venv.py $(VENV)
 	$(PIP) install --quiet -e '.[dev]'
 
 run: install ## Install and run the whole service on an embedded Postgres (http://127.0.0.1:8000)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from mail_proxy import __version__
 from mail_proxy_api.body_limit import BodySizeLimit
@@ -13,7 +14,9 @@ from mail_proxy_api.routes import accounts, commands, health, instance, messages
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(title="Async Mail Service", version=__version__)
+    # Swagger UI and ReDoc assets come from the fastapi-offline wheel, not a CDN: /docs works
+    # offline and behind firewalls.
+    app = FastAPIOffline(title="Async Mail Service", version=__version__)
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_request_bytes)
