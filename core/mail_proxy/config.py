@@ -54,7 +54,9 @@ class Settings(BaseSettings):
             "gmp_send_loop_interval",
         ),
     )
-    lease_seconds: float = 300.0
+    # A live sender renews its leases every lease_seconds / 3, so a short lease costs nothing
+    # and a dead sender's messages are taken back within about lease_seconds of its death.
+    lease_seconds: float = 30.0
     shutdown_grace_seconds: float = 20.0
     # How often a running process re-reads the MailProxyInstance settings stored by the operator.
     instance_settings_refresh_seconds: float = 30.0

@@ -27,6 +27,7 @@ from mail_proxy_sender.attachments.fetch import AttachmentFetcher, FetchLimits
 from mail_proxy_sender.delivery.attempt import Deliverer
 from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
 from mail_proxy_sender.delivery.lanes import Job
+from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import default_options
@@ -83,6 +84,7 @@ async def _precreate_series(ctx: SenderContext) -> None:
 async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     s = ctx.settings
     wakeups = Wakeups(ctx.dsn)
+    keeper = LeaseKeeper(ctx.pool, owner=ctx.owner, lease_seconds=s.lease_seconds)
     attachment_http = httpx.AsyncClient(follow_redirects=True, max_redirects=5)
     sync_http = httpx.AsyncClient(follow_redirects=False)
     writer = OutcomeWriter(
@@ -91,6 +93,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         metrics=ctx.metrics,
         flush_seconds=s.outcome_flush_seconds,
         on_recorded=wakeups.reports.set,
+        on_stored=keeper.drop,
     )
     fetcher = AttachmentFetcher(
         http=attachment_http,
@@ -114,6 +117,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         box=ctx.box,
         retry=lambda: RetryPolicy.from_settings(s),
         writer=writer,
+        keeper=keeper,
         smtp_options=default_options(
             timeout_seconds=s.smtp_timeout_seconds,
             implicit_tls_ports=s.smtp_implicit_tls_ports,
@@ -123,7 +127,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         on_throttled=on_throttled,
     )
     dispatcher = Dispatcher(
-        DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner),
+        DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner, keeper),
         deliver=deliverer,
         wake=wakeups.work,
     )
@@ -136,12 +140,14 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     log.info("sender started", extra={"action": "sender_start", "owner": ctx.owner})
 
     halt = asyncio.Event()  # stop, or a part crashed
-    listen_stop = asyncio.Event()
+    listen_stop = asyncio.Event()  # also ends the heartbeat, once outcomes are stored
     writer_task = asyncio.create_task(writer.run(), name="outcome-writer")
+    keeper_task = asyncio.create_task(keeper.run(listen_stop), name="lease-keeper")
     dispatcher_task = asyncio.create_task(dispatcher.run(halt), name="dispatcher")
     parts = {
         dispatcher_task,
         asyncio.create_task(wakeups.run(listen_stop), name="wakeups"),
+        keeper_task,
         asyncio.create_task(reporter.run(halt), name="reporter"),
         asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
     }

@@ -265,6 +265,12 @@ SET state = CASE WHEN m.deferred_ts > $1 THEN 'deferred' ELSE 'pending' END,
 FROM expired WHERE m.pk = expired.pk
 """
 
+_RENEW = """
+UPDATE messages SET lease_until = now() + make_interval(secs => $3)
+WHERE pk = ANY ($1::bigint[]) AND lease_owner = $2 AND state = 'sending'
+RETURNING pk
+"""
+
 _THROTTLE = """
 UPDATE accounts
 SET throttle_until = $2 + least($4::float8, $3::float8 * power(2, throttle_level)),
@@ -280,6 +286,17 @@ async def release(
     """Give leased messages back untried (shutdown, back-off): they are ready again at once."""
     status: str = await conn.execute(_RELEASE, message_pks, owner, int(now))
     return int(status.split()[-1])
+
+
+async def renew_leases(
+    conn: asyncpg.Connection, *, message_pks: list[int], owner: str, lease_seconds: float
+) -> set[int]:
+    """Extend `owner`'s leases on `message_pks` to now + `lease_seconds` (the heartbeat).
+
+    Returns the pks still held; a missing pk was taken back (its lease had run out) or settled.
+    """
+    rows = await conn.fetch(_RENEW, message_pks, owner, float(lease_seconds))
+    return {r["pk"] for r in rows}
 
 
 async def reclaim_expired(conn: asyncpg.Connection, *, now: float, limit: int = 1000) -> int:

@@ -28,6 +28,7 @@ from mail_proxy_sender.delivery.failures import (
     Throttled,
 )
 from mail_proxy_sender.delivery.lanes import Job
+from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter, Recorded
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
@@ -43,6 +44,7 @@ class Deliverer:
         box: SecretBox,
         retry: Callable[[], RetryPolicy],
         writer: OutcomeWriter,
+        keeper: LeaseKeeper,
         smtp_options: SmtpOptions,
         metrics: Metrics,
         on_throttled: Callable[[Job], Awaitable[None]],
@@ -51,17 +53,28 @@ class Deliverer:
         self._box = box
         self._retry = retry
         self._writer = writer
+        self._keeper = keeper
         self._options = smtp_options
         self._metrics = metrics
         self._on_throttled = on_throttled
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
-        if time.monotonic() > job.deadline:
+        if not self._keeper.may_start(job.message.pk):
             log.warning(
-                "lease too old to start sending; leaving the message to be taken back",
+                "lease lost or about to run out; leaving the message to be taken back",
                 extra={"action": "lease_expired", "message_id": job.message.id},
             )
+            self._keeper.drop([job.message.pk])
             return conn
+        try:
+            return await self._attempt(job, conn)
+        except BaseException:
+            # A bug or a cancellation, not an outcome: stop renewing so the lease runs out and
+            # another attempt takes the message back.
+            self._keeper.drop([job.message.pk])
+            raise
+
+    async def _attempt(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
         try:
             target, tenant = self._endpoints(job)
             wire = await self._prepare(job, tenant)

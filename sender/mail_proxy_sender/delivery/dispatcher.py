@@ -34,6 +34,7 @@ from mail_proxy.db.leases import (
 )
 from mail_proxy.metrics import Metrics
 from mail_proxy_sender.delivery.lanes import AccountLane, Deliver, Job
+from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class DispatcherDeps:
     settings: Settings
     metrics: Metrics
     owner: str
+    keeper: LeaseKeeper
 
 
 def fair_order(accounts: list[ReadyAccount], rotation: int) -> list[ReadyAccount]:
@@ -71,9 +73,9 @@ class Dispatcher:
         self._wake = wake
         self._lanes: dict[int, AccountLane] = {}
         self._rotation = 0
-        s = deps.settings
-        self._margin = min(30.0, s.lease_seconds / 5)
-        self._reclaim_every = max(1.0, min(15.0, s.lease_seconds / 3))
+        # Expired leases are looked for often, so a dead sender's work resumes within about
+        # `lease_seconds` of its death (the query reads a small partial index).
+        self._reclaim_every = max(0.5, min(5.0, deps.settings.lease_seconds / 10))
 
     @property
     def in_flight(self) -> int:
@@ -139,7 +141,8 @@ class Dispatcher:
             return 0
         self._count_rate_limited(lease)
         if lease.messages:
-            self._submit(lease, deadline=started + s.lease_seconds - self._margin, now=now)
+            self._d.keeper.hold((m.pk for m in lease.messages), leased_at=started)
+            self._submit(lease, now=now)
         return len(lease.messages)
 
     def _count_rate_limited(self, lease: AccountLease) -> None:
@@ -163,14 +166,14 @@ class Dispatcher:
         if lease.rate_deferred:
             m.deferred.labels(*labels).inc(len(lease.rate_deferred))
 
-    def _submit(self, lease: AccountLease, *, deadline: float, now: float) -> None:
+    def _submit(self, lease: AccountLease, *, now: float) -> None:
         account = lease.account
         assert account is not None
         labels = _labels(account)
         jobs = []
         for message in lease.messages:
             self._d.metrics.queue_age.observe(max(0.0, now - message.created_ts))
-            jobs.append(Job(message, account, labels, deadline))
+            jobs.append(Job(message, account, labels))
         self._lane(account["pk"]).submit(jobs)
 
     def _lane(self, account_pk: int) -> AccountLane:
@@ -212,12 +215,9 @@ class Dispatcher:
                     max_seconds=s.throttle_max_seconds,
                 )
                 if waiting:
-                    await release(
-                        conn,
-                        message_pks=[j.message.pk for j in waiting],
-                        owner=self._d.owner,
-                        now=time.time(),
-                    )
+                    pks = [j.message.pk for j in waiting]
+                    await release(conn, message_pks=pks, owner=self._d.owner, now=time.time())
+                    self._d.keeper.drop(pks)
         except _DB_ERRORS as exc:
             log.warning(
                 "cannot back off account", extra={"action": "throttle_error", "error": repr(exc)}
@@ -250,6 +250,7 @@ class Dispatcher:
         try:
             async with self._d.pool.acquire() as conn:
                 count = await release(conn, message_pks=pks, owner=self._d.owner, now=time.time())
+            self._d.keeper.drop(pks)
         except _DB_ERRORS as exc:
             log.warning(
                 "cannot release leases", extra={"action": "release_error", "error": repr(exc)}

@@ -32,7 +32,6 @@ class Job:
     message: LeasedMessage
     account: dict[str, Any] = field(repr=False)  # account + tenant columns, secrets encrypted
     labels: tuple[str, str, str, str]
-    deadline: float  # monotonic: past it the lease may be someone else's, so never start
     seq: int = field(default_factory=itertools.count().__next__)
 
 

@@ -44,12 +44,14 @@ class OutcomeWriter:
         metrics: Metrics,
         flush_seconds: float,
         on_recorded: Callable[[], None] = lambda: None,
+        on_stored: Callable[[list[int]], None] = lambda pks: None,
     ) -> None:
         self._pool = pool
         self._owner = owner
         self._metrics = metrics
         self._flush_seconds = flush_seconds
         self._on_recorded = on_recorded
+        self._on_stored = on_stored
         self._pending: list[Recorded] = []
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
@@ -104,6 +106,7 @@ class OutcomeWriter:
                 extra={"action": "outcomes_retry", "error": type(exc).__name__},
             )
             return False
+        self._on_stored([r.outcome.message_pk for r in batch])
         self._count(batch, changed)
         self._on_recorded()
         return True

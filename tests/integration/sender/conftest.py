@@ -122,6 +122,10 @@ class World:
             )
         return {r["id"]: r["state"] for r in rows}
 
+    async def rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            return list(await conn.fetch(sql, *args))
+
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self.pool.acquire() as conn:
             return await conn.fetchval(sql, *args)

@@ -63,6 +63,57 @@ async def test_stop_after_the_grace_period_gives_back_cut_off_sends(world: World
     assert (await world.message("acme", "m1"))["state"] == "pending"
 
 
+async def test_a_slow_transaction_keeps_its_lease_and_is_sent_once(world: World) -> None:
+    # The server takes 4 leases' time to accept; the sender's heartbeat keeps the lease alive,
+    # so the second sender never takes the message while it is still being sent.
+    sink = SmtpSink(delay_seconds=4.0)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        await world.enqueue("acme", "smtp1", {"id": "slow"})
+        async with running_sender(world, owner="first", lease_seconds=1.0):
+            await eventually(lambda: _attempted(sink, 1))
+            async with running_sender(world, owner="second", lease_seconds=1.0):
+                await eventually(lambda: _state_is(world, "slow", "sent"), timeout=30)
+                await asyncio.sleep(1.5)  # a taken-back copy would be attempted by now
+    assert len(sink.attempted) == 1
+    assert sink.mail_ids() == ["slow"]
+    events = [e["event_type"] for e in await world.events("acme", "slow")]
+    assert events == ["sent"]
+
+
+async def test_leases_are_renewed_while_held_and_a_lost_one_is_never_started(
+    world: World,
+) -> None:
+    sink = SmtpSink(delay_seconds=3.0)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        await world.enqueue("acme", "smtp1", {"id": "busy"}, {"id": "waiting"})
+        async with running_sender(
+            world, owner="keeper", lease_seconds=1.5, smtp_connections_per_account=1
+        ):
+            await eventually(lambda: _attempted(sink, 1))
+            first = await world.fetchval(
+                "SELECT lease_until FROM messages WHERE id = 'waiting' AND lease_owner = 'keeper'"
+            )
+            assert first is not None  # leased and queued behind the slow send
+            await asyncio.sleep(1.0)
+            renewed = await world.fetchval("SELECT lease_until FROM messages WHERE id = 'waiting'")
+            assert renewed > first  # the heartbeat extended it
+            # Another sender takes the queued message back (as if this one had stalled): the
+            # next renewal notices and this sender never starts it.
+            await world.execute(
+                "UPDATE messages SET lease_owner = 'thief', "
+                "lease_until = now() + interval '1 hour' WHERE id = 'waiting'"
+            )
+            await eventually(lambda: _state_is(world, "busy", "sent"), timeout=20)
+            await asyncio.sleep(1.5)
+    assert sink.mail_ids() == ["busy"]
+    row = await world.message("acme", "waiting")
+    assert (row["state"], row["lease_owner"]) == ("sending", "thief")
+
+
 async def _state_is(world: World, message_id: str, state: str) -> bool:
     return (await world.message("acme", message_id))["state"] == state
 

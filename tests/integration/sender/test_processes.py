@@ -119,6 +119,51 @@ async def test_killed_senders_lose_nothing_and_duplicate_only_accepted_messages(
     assert len(duplicates) <= len(kills) * 50
 
 
+@pytest.mark.timeout(240)
+async def test_a_killed_senders_messages_are_sent_within_its_lease(
+    world: World, tmp_path: Path
+) -> None:
+    # Shipped defaults except a 6 s lease (the default is 30 s): the survivor takes the dead
+    # sender's messages back within the lease (+ a few seconds), not after a fixed 300 s.
+    lease = 6.0
+    sink = SmtpSink(delay_seconds=0.05)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        async with sender_processes(
+            2, dsn=world.dsn, key=world.key, log_dir=tmp_path, lease_seconds=lease
+        ) as procs:
+            await _enqueue_many(world, 1500)
+            await eventually(lambda: _sent_at_least(world, 200), timeout=120, every=0.1)
+            victim = procs[0]
+            assert victim.proc is not None
+            pid = victim.proc.pid
+            await victim.kill()
+            killed_at = time.time()
+            orphans = {
+                r["id"]
+                for r in await world.rows(
+                    "SELECT id FROM messages WHERE state = 'sending' AND lease_owner LIKE $1",
+                    f"%-{pid}-%",
+                )
+            }
+            assert orphans, "the victim held leases when it died"
+            await eventually(lambda: _all_sent(world, 1500), timeout=180, every=0.2)
+            await procs[1].stop()
+
+    last: dict[str, float] = {}
+    for received in sink.received:
+        last[received.mail_id] = received.accepted_at
+    counts = Counter(sink.mail_ids())
+    assert set(counts) == {f"m{i:05d}" for i in range(1500)}  # nothing lost
+    resent_at = max(last[i] for i in orphans)
+    assert resent_at - killed_at <= lease + 5, (resent_at - killed_at, lease)
+    for message_id, n in counts.items():  # a duplicate was handed over before the kill
+        if n > 1:
+            first = min(r.data_at for r in sink.received if r.mail_id == message_id)
+            assert first <= killed_at, message_id
+
+
 async def _all_sent(world: World, count: int) -> bool:
     return await _count_sent(world) == count
 

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The leases this sender holds, renewed while it lives (a heartbeat), so they can stay short.
+
+A message is held from the moment it is leased until its outcome is stored (or it is given
+back). Every `lease_seconds / 3` the keeper extends the lease of every held message by
+`lease_seconds` in one statement. A sender that dies stops renewing, so its messages are free
+at most `lease_seconds` after its death; a live sender in a slow SMTP transaction keeps its
+lease however long the transaction takes, so no other sender takes a message still being sent.
+
+`may_start(pk)` says whether a send may begin: the lease must be known valid for a margin
+longer (`lease_seconds / 5`). When renewals fail (Postgres is away) held leases run out, and
+messages not started yet stay unsent; when a renewal finds a lease taken back by another
+sender, that message is marked lost and never started here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+import asyncpg
+
+from mail_proxy.db.leases import renew_leases
+from mail_proxy_sender.delivery.waiting import first_of
+
+log = logging.getLogger(__name__)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class LeaseKeeper:
+    def __init__(self, pool: asyncpg.Pool, *, owner: str, lease_seconds: float) -> None:
+        self._pool = pool
+        self._owner = owner
+        self._lease = float(lease_seconds)
+        self._margin = self._lease / 5
+        self.renew_every = self._lease / 3
+        # pk -> monotonic time until which a send may still start
+        self._valid_until: dict[int, float] = {}
+        self.renewals_failed = 0  # consecutive; reset by a successful renewal
+
+    @property
+    def held(self) -> int:
+        return len(self._valid_until)
+
+    def hold(self, pks: Iterable[int], *, leased_at: float) -> None:
+        """Messages just leased; `leased_at` is the monotonic time before the lease statement."""
+        until = leased_at + self._lease - self._margin
+        for pk in pks:
+            self._valid_until[pk] = until
+
+    def may_start(self, pk: int) -> bool:
+        """True while the lease on `pk` is held and valid for at least the margin."""
+        return time.monotonic() < self._valid_until.get(pk, 0.0)
+
+    def drop(self, pks: Iterable[int]) -> None:
+        """Stop renewing: the outcome is stored, the message was given back or its lease lost."""
+        for pk in pks:
+            self._valid_until.pop(pk, None)
+
+    async def renew(self) -> bool:
+        """Extend every held lease now; returns False when Postgres could not be reached."""
+        pks = list(self._valid_until)
+        if not pks:
+            self.renewals_failed = 0
+            return True
+        started = time.monotonic()
+        try:
+            async with self._pool.acquire() as conn:
+                renewed = await renew_leases(
+                    conn, message_pks=pks, owner=self._owner, lease_seconds=self._lease
+                )
+        except _DB_ERRORS as exc:
+            self.renewals_failed += 1
+            log.warning(
+                "cannot renew leases", extra={"action": "lease_renew_error", "error": repr(exc)}
+            )
+            return False
+        self.renewals_failed = 0
+        until = started + self._lease - self._margin
+        lost = []
+        for pk in pks:
+            if pk not in self._valid_until:
+                continue  # its outcome was stored meanwhile
+            if pk in renewed:
+                self._valid_until[pk] = until
+            else:
+                lost.append(pk)
+        if lost:
+            # Taken back by another sender (this one stalled past its lease): never start them.
+            self.drop(lost)
+            log.warning("leases lost", extra={"action": "lease_lost", "count": len(lost)})
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Renew every `renew_every` seconds (sooner after a failure) until `stop` is set."""
+        while not stop.is_set():
+            ok = await self.renew()
+            await first_of(stop, timeout=self.renew_every if ok else min(1.0, self.renew_every))
