@@ -26,7 +26,7 @@ from mail_proxy.config import Settings, load_settings
 from mail_proxy.db.migrate import pending_versions
 from mail_proxy.db.pool import connect
 from mail_proxy.db.rotate import reencrypt_all
-from mail_proxy.encryption import KEY_ENV, SecretBox, decode_key
+from mail_proxy.encryption import KEY_ENV, PREVIOUS_KEYS_ENV, SecretBox, decode_key
 from mail_proxy.errors import MailProxyError
 from mail_proxy.logs import configure_logging
 from mail_proxy.metrics import Metrics
@@ -338,7 +338,10 @@ def rotate_key(new_key: str | None, data_dir: Path | None, instance_name: str | 
             key_path.write_text(new_key + "\n")
             say(f"re-encrypted {changed} rows; the instance key in {key_path} was replaced")
         else:
-            say(f"re-encrypted {changed} rows; now set {KEY_ENV} to the new key everywhere")
+            say(
+                f"re-encrypted {changed} rows; now set {KEY_ENV} to the new key everywhere "
+                f"(keep the old one in {PREVIOUS_KEYS_ENV} until every process has the new key)"
+            )
 
     _run(settings, run)
 

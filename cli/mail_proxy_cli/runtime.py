@@ -16,7 +16,7 @@ from mail_proxy.config import Settings
 from mail_proxy.db import migrate as db_migrate
 from mail_proxy.db.pool import connect, create_pool
 from mail_proxy.embedded import EmbeddedPostgres
-from mail_proxy.encryption import SecretBox, load_key
+from mail_proxy.encryption import SecretBox, load_box
 from mail_proxy.instance_settings import LiveSettings, follow_instance_settings
 
 KEY_FILE = "encryption_key"
@@ -32,12 +32,12 @@ class Database:
 def database(settings: Settings) -> Iterator[Database]:
     """The DSN and key for this process; runs the embedded Postgres while the block is open."""
     if settings.database_url is not None:
-        yield Database(settings.database_url.get_secret_value(), SecretBox(load_key()))
+        yield Database(settings.database_url.get_secret_value(), load_box())
         return
     instance_dir = settings.instance_dir
-    key = load_key(fallback_file=instance_dir / KEY_FILE)
+    box = load_box(fallback_file=instance_dir / KEY_FILE)
     with EmbeddedPostgres(instance_dir) as dsn:
-        yield Database(dsn, SecretBox(key))
+        yield Database(dsn, box)
 
 
 async def migrate_database(dsn: str) -> list[str]:

@@ -8,7 +8,8 @@
     │   └── ManagedResource         owned by a Kubernetes resource (operator)
     ├── InvalidRequest              the request is well-formed but wrong     -> HTTP 400
     ├── EncryptionError             a stored secret cannot be read or written
-    │   └── NoEncryptionKey         a secret would be stored without a key   -> HTTP 400
+    │   ├── NoEncryptionKey         a secret would be stored without a key   -> HTTP 400
+    │   └── UnknownEncryptionKey    sealed by a key this process lacks (key id in the value)
     └── MigrationError              schema files and database disagree
 
 Library errors (asyncpg, cryptography, ...) are wrapped where they enter the service, with the
@@ -58,6 +59,18 @@ class NoEncryptionKey(EncryptionError, InvalidRequest):
             "cannot store a secret: no encryption key configured "
             "(set MAIL_PROXY_ENCRYPTION_KEY or mount /run/secrets/encryption_key)"
         )
+
+
+class UnknownEncryptionKey(EncryptionError):
+    """A stored secret names a key id this process's keyring does not hold (rotated elsewhere)."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"a stored secret cannot be decrypted: it is sealed with key id {key_id}, which this "
+            "process does not have; add that key (MAIL_PROXY_ENCRYPTION_KEY or "
+            "MAIL_PROXY_PREVIOUS_ENCRYPTION_KEYS)"
+        )
+        self.key_id = key_id
 
 
 class MigrationError(MailProxyError):

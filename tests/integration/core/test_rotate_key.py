@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mail_proxy.db.pool import connect
+from mail_proxy.db.rotate import count_stale, reencrypt_stale
 from mail_proxy.encryption import SecretBox, decode_key, generate_key
-from mail_proxy.errors import EncryptionError
+from mail_proxy.errors import EncryptionError, UnknownEncryptionKey
 from mail_proxy.redact import open_client_auth, seal_client_auth
 from tests.integration.core.cli import cli_env, run_cli
 
@@ -101,3 +102,55 @@ async def test_rotate_key_needs_a_valid_new_key(dsn: str) -> None:
     code, _, err = await run_cli("rotate-key", "--new-key", "short", env=env)
     assert code != 0
     assert "Traceback" not in err
+
+
+async def test_rotate_key_reads_with_every_key_of_the_ring(dsn: str) -> None:
+    """Rows sealed by a previous key (half-finished rotation) are re-encrypted too."""
+    old_key, mid_key, new_key = generate_key(), generate_key(), generate_key()
+    await _seed(dsn, SecretBox(decode_key(old_key)))
+    env = cli_env(
+        GMP_DATABASE_URL=dsn,
+        MAIL_PROXY_ENCRYPTION_KEY=mid_key,
+        MAIL_PROXY_PREVIOUS_ENCRYPTION_KEYS=old_key,
+    )
+    code, out, err = await run_cli("rotate-key", "--new-key", new_key, env=env)
+    assert code == 0, err
+    assert "MAIL_PROXY_PREVIOUS_ENCRYPTION_KEYS" in out
+    new = SecretBox(decode_key(new_key))
+    for name, value in (await _stored(dsn)).items():
+        assert new.decrypt(value) == SECRETS[name]
+
+
+async def test_background_rotation_reseals_only_what_is_not_under_the_primary(dsn: str) -> None:
+    old, new = decode_key(generate_key()), decode_key(generate_key())
+    await _seed(dsn, SecretBox(old))
+    ring = SecretBox(new, previous=[old])
+    conn = await connect(dsn)
+    try:
+        assert await count_stale(conn, box=ring) == 3
+        async with conn.transaction():
+            assert await reencrypt_stale(conn, box=ring) == 3
+        assert await count_stale(conn, box=ring) == 0
+        async with conn.transaction():
+            assert await reencrypt_stale(conn, box=ring) == 0  # nothing left: nothing written
+    finally:
+        await conn.close()
+    only_new = SecretBox(new)
+    for name, value in (await _stored(dsn)).items():
+        assert only_new.decrypt(value) == SECRETS[name]
+
+
+async def test_background_rotation_never_rewrites_what_it_cannot_read(dsn: str) -> None:
+    """A value under a key the ring lacks (rotated by someone else) stops the pass unchanged."""
+    stranger = decode_key(generate_key())
+    await _seed(dsn, SecretBox(stranger))
+    before = await _stored(dsn)
+    ring = SecretBox(decode_key(generate_key()))
+    conn = await connect(dsn)
+    try:
+        with pytest.raises(UnknownEncryptionKey):
+            async with conn.transaction():
+                await reencrypt_stale(conn, box=ring)
+    finally:
+        await conn.close()
+    assert await _stored(dsn) == before
