@@ -10,7 +10,15 @@ from mail_proxy import __version__
 from mail_proxy_api.body_limit import BodySizeLimit
 from mail_proxy_api.context import ApiContext
 from mail_proxy_api.errors import install_error_handlers
-from mail_proxy_api.routes import accounts, commands, health, instance, messages, tenants
+from mail_proxy_api.routes import (
+    accounts,
+    commands,
+    health,
+    instance,
+    messages,
+    suppressions,
+    tenants,
+)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -20,6 +28,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_request_bytes)
-    for module in (health, commands, messages, accounts, tenants, instance):
+    for module in (health, commands, messages, accounts, tenants, instance, suppressions):
         app.include_router(module.router)
     return app

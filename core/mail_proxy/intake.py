@@ -8,7 +8,7 @@ is still stored, as `error`, and reported through the sync protocol like a deliv
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from mail_proxy.addresses import address_of, has_crlf
@@ -25,6 +25,9 @@ ALREADY_SENT = "already sent"
 INVALID_PAYLOAD = "invalid payload"
 # Ours: checks the reference never made.
 NOT_YOUR_TENANT = "Token not authorized for this tenant"
+RECIPIENT_SUPPRESSED = "recipient suppressed"  # SPEC section 13
+# Payload key, set by intake, naming the recipients left out because they are suppressed.
+SUPPRESSED_KEY = "suppressed_recipients"
 
 _REQUIRED = (
     ("id", MISSING_ID),
@@ -80,3 +83,32 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
             if has_crlf(attachment.get("filename") or ""):
                 return "line break in attachment filename"
     return None
+
+
+def envelope_addresses(message: Mapping[str, Any]) -> list[str]:
+    """The bare, lowercased addresses of every recipient (to, cc, bcc), in order, once each.
+    Call after `rejection_reason` found nothing: invalid addresses are skipped here."""
+    found: dict[str, None] = {}
+    for field in _LIST_FIELDS:
+        for value in message.get(field) or ():
+            address = address_of(value)
+            if address is not None:
+                found[address.lower()] = None
+    return list(found)
+
+
+def suppressed_recipients(
+    message: Mapping[str, Any], suppressed: Collection[str]
+) -> tuple[str | None, list[str]]:
+    """Apply a tenant's suppression list to a message: (rejection reason, suppressed addresses).
+
+    Every recipient suppressed: the message is refused with `recipient suppressed`. Some: the
+    message goes to the others, and the suppressed ones are reported refused one by one.
+    """
+    if not suppressed:
+        return None, []
+    addresses = envelope_addresses(message)
+    hit = [address for address in addresses if address in suppressed]
+    if hit and len(hit) == len(addresses):
+        return RECIPIENT_SUPPRESSED, hit
+    return None, hit

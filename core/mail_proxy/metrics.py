@@ -78,3 +78,37 @@ class Metrics:
             ("result",),
             registry=r,
         )
+        # Bounces, PEC receipts and suppression (issue 11).
+        self.bounces = Counter(
+            "gmp_bounces",
+            "Bounces recognised, by tenant and type (hard/soft)",
+            ("tenant_id", "bounce_type"),
+            registry=r,
+        )
+        self.bounces_uncorrelated = Counter(
+            "gmp_bounces_uncorrelated",
+            "Bounces whose original message could not be found",
+            ("mailbox",),
+            registry=r,
+        )
+        self.pec_events = Counter(
+            "gmp_pec_events", "PEC receipts and timeouts, by event kind", ("kind",), registry=r
+        )
+        self.suppressed_recipients = Counter(
+            "gmp_suppressed_recipients",
+            "Recipients refused at intake because they are on the suppression list",
+            ("tenant_id",),
+            registry=r,
+        )
+        self.suppression_entries = Gauge(
+            "gmp_suppression_entries",
+            "Addresses on each tenant's suppression list",
+            ("tenant_id",),
+            registry=r,
+        )
+        self.mailbox_last_success = Gauge(
+            "gmp_mailbox_last_success_timestamp_seconds",
+            "When each IMAP mailbox (bounce or PEC) was last polled successfully",
+            ("mailbox", "kind"),
+            registry=r,
+        )

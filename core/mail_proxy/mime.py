@@ -27,6 +27,8 @@ from typing import Any
 from mail_proxy.addresses import address_of, split_recipients
 
 MAIL_ID_HEADER = "X-Genro-Mail-ID"
+# Carries the message's correlation token (mail_proxy.inbound.correlation), for bounces.
+TOKEN_HEADER = "X-Genro-Mail-Token"
 _MD5_MARKER = re.compile(r"\{MD5:([a-fA-F0-9]+)\}")
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender"})
 # Bcc never leaves as a header, even when a client sets it as a custom one.
@@ -80,6 +82,14 @@ def stable_message_id(*, tenant_id: str, message_id: str, message_pk: int, sende
     addr = address_of(sender) or ""
     domain = addr.rsplit("@", 1)[-1] if "@" in addr else "mail-proxy.invalid"
     return f"<{digest[:32]}.mp@{domain}>"
+
+
+def _token_message_id(token: str | None, sender: str) -> str | None:
+    if not token:
+        return None
+    addr = address_of(sender) or ""
+    domain = addr.rsplit("@", 1)[-1] if "@" in addr else "mail-proxy.invalid"
+    return f"<{token}@{domain}>"
 
 
 def _required(payload: Mapping[str, Any], field: str) -> Any:
@@ -140,8 +150,14 @@ def build_message(
     tenant_id: str,
     message_pk: int,
     date_ts: float | None = None,
+    correlation_token: str | None = None,
+    default_return_path: str | None = None,
 ) -> WireMessage:
-    """The wire form of a stored message; raises `MessageBuildError` for unusable payloads."""
+    """The wire form of a stored message; raises `MessageBuildError` for unusable payloads.
+
+    `correlation_token` goes in `X-Genro-Mail-Token` and in the generated Message-ID
+    (`<token@domain>`); `default_return_path` is the envelope sender of a message that sets
+    no `return_path` (the bounce mailbox, so DSNs reach it)."""
     sender = str(_required(payload, "from"))
     to = split_recipients(_required(payload, "to"))
     subject = str(_required(payload, "subject"))
@@ -167,6 +183,7 @@ def build_message(
         msg["Reply-To"] = _address_header([str(payload["reply_to"])])
     message_id = str(
         payload.get("message_id")
+        or _token_message_id(correlation_token, sender)
         or stable_message_id(
             tenant_id=tenant_id, message_id=client_id, message_pk=message_pk, sender=sender
         )
@@ -184,8 +201,11 @@ def build_message(
     if client_id:
         del msg[MAIL_ID_HEADER]
         msg[MAIL_ID_HEADER] = client_id
+    if correlation_token:
+        del msg[TOKEN_HEADER]
+        msg[TOKEN_HEADER] = correlation_token
 
-    envelope_from = address_of(str(payload.get("return_path") or sender))
+    envelope_from = address_of(str(payload.get("return_path") or default_return_path or sender))
     if envelope_from is None:
         raise MessageBuildError("invalid address in return_path/from")
     recipients = _envelope_addresses([*to, *cc, *bcc])

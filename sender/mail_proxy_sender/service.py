@@ -32,6 +32,7 @@ from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import default_options
 from mail_proxy_sender.delivery.wakeups import Wakeups
+from mail_proxy_sender.inbound.routing import RoutingCache
 from mail_proxy_sender.maintenance.retention import run_retention
 from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
 
@@ -107,6 +108,8 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         metrics=ctx.metrics,
     )
     dispatcher: Dispatcher | None = None
+    routing = RoutingCache(ctx.pool)
+    await routing.refresh()
 
     async def on_throttled(job: Job) -> None:
         if dispatcher is not None:
@@ -125,6 +128,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         ),
         metrics=ctx.metrics,
         on_throttled=on_throttled,
+        routing=lambda: routing.current,
     )
     dispatcher = Dispatcher(
         DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner, keeper),
@@ -150,6 +154,9 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         keeper_task,
         asyncio.create_task(reporter.run(halt), name="reporter"),
         asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
+        asyncio.create_task(
+            routing.run(halt, s.instance_settings_refresh_seconds), name="bounce-routing"
+        ),
     }
     stop_task = asyncio.create_task(stop.wait())
     crashed: BaseException | None = None

@@ -49,13 +49,22 @@ BSL_FILES = {
     "api/mail_proxy_api/routes/tenants.py",
     "api/mail_proxy_api/schemas/tenants.py",
     "operator/mail_proxy_operator/api_keys.py",
+    # Bounces, PEC receipts and suppression lists
+    "api/mail_proxy_api/routes/suppressions.py",
+    "api/mail_proxy_api/schemas/suppressions.py",
+    "core/mail_proxy/db/bounce_routing.py",
+    "core/mail_proxy/db/bounces.py",
+    "core/mail_proxy/db/suppressions.py",
 }
+# Folders whose every module is BUSL-1.1 (bounce and PEC).
+BSL_FOLDERS = ("core/mail_proxy/inbound/", "sender/mail_proxy_sender/inbound/")
 
 
 def test_every_module_names_its_licence() -> None:
     for folder in ("core", "api", "sender", "operator", "cli"):
         for path in (ROOT / folder).rglob("*.py"):
             relative = path.relative_to(ROOT).as_posix()
-            licence = "BUSL-1.1" if relative in BSL_FILES else "Apache-2.0"
+            bsl = relative in BSL_FILES or relative.startswith(BSL_FOLDERS)
+            licence = "BUSL-1.1" if bsl else "Apache-2.0"
             first = path.read_text(encoding="utf-8").splitlines()[0]
             assert first == f"# SPDX-License-Identifier: {licence}", relative

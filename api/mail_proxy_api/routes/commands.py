@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, HTTPException, Response
 
 from mail_proxy import intake
 from mail_proxy.addresses import split_recipients
 from mail_proxy.db import messages as db_messages
+from mail_proxy.db import suppressions as db_suppressions
 from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.messages import EnqueueItem
 from mail_proxy.encryption import SecretBox
@@ -98,6 +101,39 @@ def _prepare(
     return list(items.values()), refused, has_secret
 
 
+async def _apply_suppressions(
+    conn: asyncpg.Connection, items: list[EnqueueItem], ctx: ApiContext
+) -> list[EnqueueItem]:
+    """Refuse messages whose every recipient is suppressed; mark the suppressed recipients of
+    the others (intake.SUPPRESSED_KEY) so the sender leaves them out and reports them refused.
+    One query for the whole batch."""
+    pairs = {
+        (item.tenant_id, address)
+        for item in items
+        if item.reason is None
+        for address in intake.envelope_addresses(item.payload)
+    }
+    found = await db_suppressions.suppressed_among(conn, pairs=pairs)
+    if not found:
+        return items
+    by_tenant: dict[str, set[str]] = {}
+    for tenant_id, address in found:
+        by_tenant.setdefault(tenant_id, set()).add(address)
+    out = []
+    for item in items:
+        suppressed = by_tenant.get(item.tenant_id)
+        if item.reason is None and suppressed:
+            reason, hit = intake.suppressed_recipients(item.payload, suppressed)
+            if hit:
+                ctx.metrics.suppressed_recipients.labels(item.tenant_id).inc(len(hit))
+            if reason is not None:
+                item = dataclasses.replace(item, reason=reason)
+            elif hit:
+                item.payload[intake.SUPPRESSED_KEY] = hit
+        out.append(item)
+    return out
+
+
 def _json_text(content: Any) -> str:
     try:
         return orjson.dumps(content).decode()
@@ -119,11 +155,12 @@ async def add_messages(body: AddMessagesBody, caller: Caller, ctx: Ctx) -> Any:
         return _json({"detail": {"error": error, "rejected": []}}, 400)
     items, refused, has_secret = _prepare(body, caller, ctx.box)
     tenants = {item.tenant_id for item in items}
-    # The command log keeps the messages as stored (what a replay would post again); only a
-    # batch carrying attachment credentials needs the cost of a masked copy.
-    stored = [item.payload for item in items]
-    log_payload = _json_text({"messages": redact(stored) if has_secret else stored})
     async with ctx.pool.acquire() as conn:
+        items = await _apply_suppressions(conn, items, ctx)
+        # The command log keeps the messages as stored (what a replay would post again); only a
+        # batch carrying attachment credentials needs the cost of a masked copy.
+        stored = [item.payload for item in items]
+        log_payload = _json_text({"messages": redact(stored) if has_secret else stored})
         outcome = await db_messages.enqueue(
             conn,
             items=items,

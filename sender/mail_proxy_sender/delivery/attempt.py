@@ -9,14 +9,17 @@ sender now holds it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mail_proxy.db.bounce_routing import BounceRouting
 from mail_proxy.db.outcomes import Outcome
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
+from mail_proxy.intake import RECIPIENT_SUPPRESSED, SUPPRESSED_KEY
 from mail_proxy.metrics import Metrics
 from mail_proxy.mime import MessageBuildError, WireMessage, build_message
 from mail_proxy.redact import open_client_auth
@@ -48,6 +51,7 @@ class Deliverer:
         smtp_options: SmtpOptions,
         metrics: Metrics,
         on_throttled: Callable[[Job], Awaitable[None]],
+        routing: Callable[[], BounceRouting | None] = lambda: None,
     ) -> None:
         self._fetcher = fetcher
         self._box = box
@@ -57,6 +61,7 @@ class Deliverer:
         self._options = smtp_options
         self._metrics = metrics
         self._on_throttled = on_throttled
+        self._routing = routing
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
         if not self._keeper.may_start(job.message.pk):
@@ -85,6 +90,10 @@ class Deliverer:
         if isinstance(result, DeliveryFailure):
             await self._fail(job, result)
             return conn
+        suppressed = job.message.payload.get(SUPPRESSED_KEY)
+        if suppressed:
+            # Left out at intake (suppression list): reported refused, like an SMTP refusal.
+            result = {**dict.fromkeys(suppressed, RECIPIENT_SUPPRESSED), **result}
         now = time.time()
         outcome = Outcome(
             job.message.pk,
@@ -121,12 +130,31 @@ class Deliverer:
         payload = job.message.payload
         attachments = [self._opened(a) for a in payload.get("attachments") or ()]
         parts = await self._fetcher.fetch_all(attachments, tenant) if attachments else []
+        routing = self._routing()
+        token = routing.token(job.message.pk) if routing is not None else None
         try:
-            return build_message(
-                payload, parts, tenant_id=job.message.tenant_id, message_pk=job.message.pk
+            wire = build_message(
+                payload,
+                parts,
+                tenant_id=job.message.tenant_id,
+                message_pk=job.message.pk,
+                correlation_token=token,
+                default_return_path=(
+                    routing.envelope_sender(job.message.tenant_id, token)
+                    if routing is not None and token is not None
+                    else None
+                ),
             )
         except MessageBuildError as exc:
             raise PermanentFailure(str(exc)) from exc
+        suppressed = payload.get(SUPPRESSED_KEY)
+        if suppressed:
+            left_out = {str(address).lower() for address in suppressed}
+            recipients = [r for r in wire.recipients if r.lower() not in left_out]
+            if not recipients:
+                raise PermanentFailure(RECIPIENT_SUPPRESSED)
+            wire = dataclasses.replace(wire, recipients=recipients)
+        return wire
 
     async def _send(
         self, job: Job, target: SmtpTarget, conn: SmtpConnection | None, wire: WireMessage

@@ -78,6 +78,12 @@ ROUTES = [
     Route("DELETE", "/tenant/acme", "admin"),
     Route("POST", "/tenant/acme/api-key", "admin"),
     Route("DELETE", "/tenant/acme/api-key", "admin"),
+    Route("GET", "/suppressions?tenant_id=acme", "scoped"),
+    Route(
+        "POST", "/suppressions", "scoped", json={"tenant_id": "acme", "address": "x@example.org"}
+    ),
+    # Nothing is suppressed when it runs: 404 past the authorization checks.
+    Route("DELETE", "/suppressions/x@example.org?tenant_id=acme", "scoped", ok=404),
     Route("GET", "/instance", "admin"),
     Route("PUT", "/instance", "admin", json={"name": "renamed"}),
     Route("POST", "/instance/reload-bounce", "admin"),
@@ -158,7 +164,12 @@ async def test_every_served_route_is_in_the_matrix(api: Api) -> None:
     """A route added to the app without an entry here would escape the authorization checks."""
     spec = (await api.client.get("/openapi.json")).json()
     served = {
-        (method.upper(), path.replace("{tenant_id}", "acme").replace("{account_id}", "smtp1"))
+        (
+            method.upper(),
+            path.replace("{tenant_id}", "acme")
+            .replace("{account_id}", "smtp1")
+            .replace("{address}", "x@example.org"),
+        )
         for path, ops in spec["paths"].items()
         for method in ops
     }
