@@ -14,6 +14,9 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mail_proxy.errors import ConfigError
+from mail_proxy.outbound import OutboundPolicy
+
 DEFAULT_HOME = Path("~/.mail-proxy").expanduser()
 
 
@@ -83,6 +86,9 @@ class Settings(BaseSettings):
     cache_disk_max_mb: float = 500.0
     cache_disk_ttl_seconds: float = 3600.0
     cache_disk_threshold_kb: float = 100.0
+    # Outbound calls on a tenant's behalf (attachments, reports, webhooks) reach public addresses
+    # only; these CIDRs and host names (`*.domain` for a whole domain) are allowed besides.
+    outbound_allow: Annotated[tuple[str, ...], NoDecode] = ()
     # Delivery reports: per-call timeout, tenants in parallel, back-off of failing tenants.
     sync_timeout_seconds: float = 30.0
     sync_concurrency: int = 16
@@ -122,6 +128,27 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part for part in value.replace(",", " ").split() if part)
         return value
+
+    @field_validator("outbound_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part for part in value.replace(",", " ").split() if part)
+        return value
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _valid_allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            OutboundPolicy.parse(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """`outbound_allow` parsed (validated when the settings were built)."""
+        return OutboundPolicy.parse(self.outbound_allow)
 
     @field_validator("smtp_implicit_tls_ports", mode="before")
     @classmethod

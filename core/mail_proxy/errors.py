@@ -10,7 +10,14 @@
     ├── EncryptionError             a stored secret cannot be read or written
     │   ├── NoEncryptionKey         a secret would be stored without a key   -> HTTP 400
     │   └── UnknownEncryptionKey    sealed by a key this process lacks (key id in the value)
-    └── MigrationError              schema files and database disagree
+    ├── MigrationError              schema files and database disagree
+    └── OutboundError               a call made on a tenant's behalf failed (attachments, reports,
+        │                           webhooks); its message names the URL with secrets redacted
+        ├── OutboundTemporary       timeout, refused or reset connection, DNS failure: retry later
+        └── OutboundPermanent       the URL itself cannot work: unparsable, unsupported scheme,
+            │                       too many redirects, a request that cannot be encoded
+            └── DestinationRefused  it resolves to a non-public address that is not allow-listed
+                                    (GMP_OUTBOUND_ALLOW): the SSRF guard
 
 Library errors (asyncpg, cryptography, ...) are wrapped where they enter the service, with the
 cause chained, so callers decide on the type and never on a message string.
@@ -75,3 +82,24 @@ class UnknownEncryptionKey(EncryptionError):
 
 class MigrationError(MailProxyError):
     """The migration files and the schema recorded in the database disagree."""
+
+
+class OutboundError(MailProxyError):
+    """An outbound HTTP call made on a tenant's behalf failed before an HTTP status was read.
+
+    Raised only by the sender's outbound client, which wraps every httpx error once, where it
+    enters; `str(exc)` is safe to show and log (URLs have their credentials redacted).
+    """
+
+
+class OutboundTemporary(OutboundError):
+    """The destination could not be reached this time; another try may work."""
+
+
+class OutboundPermanent(OutboundError):
+    """The URL or request can never work as given; retrying would fail the same way."""
+
+
+class DestinationRefused(OutboundPermanent):
+    """The destination resolves only to addresses outside the public internet (loopback,
+    private, link-local, multicast, reserved...) and is not allow-listed by the admin."""

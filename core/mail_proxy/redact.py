@@ -1,13 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Keeping secrets out of responses and the command log, and encrypted at rest.
+"""Keeping secrets out of responses, logs and the command log, and encrypted at rest.
 
-`redact` masks every value stored under a secret-bearing key, at any depth. `seal_client_auth`
+`redact` masks every value stored under a secret-bearing key, at any depth; `redact_url` masks
+the credentials a URL may carry (user info, query values); `redact_urls` does both for a
+payload (every string that looks like a URL). `seal_client_auth`
 / `open_client_auth` encrypt and decrypt the secret fields of a tenant's `client_auth`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mail_proxy.encryption import SecretBox
 
@@ -28,6 +32,50 @@ SECRET_KEYS = frozenset(
     }
 )
 _AUTH_SECRETS = ("token", "password")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user info and every query value masked, for showing and logging.
+
+    `https://user:pw@host/p?sig=abc&x=1#f` -> `https://********@host/p?sig=********&x=********`.
+    Never raises: a URL that cannot be parsed is cut before its user info and query.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = MASK + "@" + netloc.rpartition("@")[2]
+        query = "&".join(
+            (item.partition("=")[0] + "=" + MASK) if "=" in item else MASK
+            for item in parts.query.split("&")
+            if item
+        )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        head = url.split("?", 1)[0].split("#", 1)[0]
+        scheme, sep, rest = head.partition("://")
+        if sep and "@" in rest.split("/", 1)[0]:
+            rest = MASK + "@" + rest.partition("@")[2]
+        return scheme + sep + rest
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it passed through `redact_url` (for log lines, errors)."""
+    if "://" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+
+
+def redact_urls(value: Any) -> Any:
+    """A copy of `value` where every string that contains a URL has it redacted, at any depth."""
+    if isinstance(value, dict):
+        return {key: redact_urls(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_urls(item) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
 
 
 def redact(value: Any) -> Any:

@@ -17,7 +17,6 @@ import socket
 from dataclasses import dataclass, field
 
 import asyncpg
-import httpx
 
 from mail_proxy.config import Settings
 from mail_proxy.encryption import SecretBox
@@ -34,6 +33,7 @@ from mail_proxy_sender.delivery.smtp_client import default_options
 from mail_proxy_sender.delivery.wakeups import Wakeups
 from mail_proxy_sender.inbound.routing import RoutingCache
 from mail_proxy_sender.maintenance.retention import run_retention
+from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,9 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     s = ctx.settings
     wakeups = Wakeups(ctx.dsn)
     keeper = LeaseKeeper(ctx.pool, owner=ctx.owner, lease_seconds=s.lease_seconds)
-    attachment_http = httpx.AsyncClient(follow_redirects=True, max_redirects=5)
-    sync_http = httpx.AsyncClient(follow_redirects=False)
+    # Every call a tenant can point somewhere goes through the SSRF guard.
+    attachment_http = OutboundClient(s.outbound_policy, follow_redirects=True, max_redirects=5)
+    sync_http = OutboundClient(s.outbound_policy, follow_redirects=False)
     writer = OutcomeWriter(
         ctx.pool,
         owner=ctx.owner,

@@ -9,7 +9,9 @@ Fixes over the reference: `filesystem` reads only under `attachment_allowed_root
 default, so it is refused); the tenant's credentials go only to its own base URL's origin (an
 `http_url` elsewhere gets none, and a redirect to another origin drops them); sizes are bounded
 per attachment and per message; a source that fails other than with a 4xx is a temporary
-failure (retried), a 4xx or unusable content a permanent one.
+failure (retried), a 4xx or unusable content a permanent one. `http_url` and `endpoint` calls go
+through the outbound client: public addresses only unless allow-listed (`GMP_OUTBOUND_ALLOW`),
+redirects included; a refused destination is a permanent failure naming the host.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from mail_proxy.errors import OutboundError, OutboundPermanent
 from mail_proxy.metrics import Metrics
 from mail_proxy.mime import AttachmentPart, md5_marker
 from mail_proxy_sender.attachments.cache import AttachmentCache
 from mail_proxy_sender.attachments.http_auth import auth_headers, join_url, same_origin
 from mail_proxy_sender.delivery.failures import PermanentFailure, TemporaryFailure
+from mail_proxy_sender.outbound import OutboundClient
 
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
 
@@ -63,7 +65,7 @@ class AttachmentFetcher:
     def __init__(
         self,
         *,
-        http: httpx.AsyncClient,
+        http: OutboundClient,
         cache: AttachmentCache,
         limits: FetchLimits,
         metrics: Metrics,
@@ -198,7 +200,7 @@ class AttachmentFetcher:
                     self._check_size(filename, size)
                     chunks.append(chunk)
                 return b"".join(chunks)
-        except httpx.HTTPError as exc:
-            raise TemporaryFailure(
-                f"Attachment fetch failed for {filename}: {type(exc).__name__}"
-            ) from exc
+        except OutboundPermanent as exc:
+            raise PermanentFailure(f"Attachment fetch failed for {filename}: {exc}") from exc
+        except OutboundError as exc:
+            raise TemporaryFailure(f"Attachment fetch failed for {filename}: {exc}") from exc

@@ -27,16 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import httpx
 
 from mail_proxy.config import Settings
 from mail_proxy.db import reports as db
 from mail_proxy.db.reports import ClaimedTenant, PendingEvent
 from mail_proxy.encryption import SecretBox
+from mail_proxy.errors import OutboundError
 from mail_proxy.metrics import Metrics
 from mail_proxy.redact import open_client_auth
 from mail_proxy_sender.attachments.http_auth import auth_headers, join_url
 from mail_proxy_sender.delivery.waiting import first_of
+from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.items import report_body
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class ReporterDeps:
 
 
 class Reporter:
-    def __init__(self, deps: ReporterDeps, *, http: httpx.AsyncClient, wake: asyncio.Event):
+    def __init__(self, deps: ReporterDeps, *, http: OutboundClient, wake: asyncio.Event):
         self._d = deps
         self._http = http
         self._wake = wake
@@ -208,14 +209,15 @@ class Reporter:
 
     async def _post(self, target: SyncTarget, events: list[PendingEvent]) -> SyncAnswer:
         try:
-            response = await self._http.post(
+            response = await self._http.request(
+                "POST",
                 target.url,
                 json=report_body(events),
                 headers=target.headers,
-                timeout=self._d.settings.sync_timeout_seconds,
+                timeout_seconds=self._d.settings.sync_timeout_seconds,
             )
-        except httpx.HTTPError as exc:
-            return SyncAnswer(accepted=False, error=f"{type(exc).__name__}")
+        except OutboundError as exc:
+            return SyncAnswer(accepted=False, error=str(exc))
         if not response.is_success:
             return SyncAnswer(accepted=False, error=f"HTTP {response.status_code}")
         try:

@@ -34,6 +34,8 @@ FAST = {
     "retention_interval_seconds": 3600.0,
     "smtp_timeout_seconds": 5.0,
     "shutdown_grace_seconds": 5.0,
+    # The test's HTTP servers listen on loopback, which the SSRF guard refuses unless allowed.
+    "outbound_allow": ("127.0.0.1/32",),
 }
 
 

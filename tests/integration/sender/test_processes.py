@@ -219,6 +219,7 @@ async def test_serve_runs_api_sender_and_reporter_in_one_process(
         GMP_HOST="127.0.0.1",
         GMP_PORT=str(port),
         GMP_SEND_LOOP_INTERVAL_SECONDS="5",
+        GMP_OUTBOUND_ALLOW="127.0.0.1/32",  # the sync receiver is on loopback
     )
     log = (tmp_path / "serve.log").open("wb")
     proc = await asyncio.create_subprocess_exec(

@@ -250,7 +250,7 @@ async def test_slow_client_times_out_without_holding_up_others(world: World) -> 
         async with running_sender(world, sync_timeout_seconds=1.0):
             await eventually(lambda: _reported(world, "fast", 1), timeout=5)
             await eventually(lambda: _failures(world, "slow", 1), timeout=5)
-    assert (await _tenant(world, "slow"))["last_sync_error"] == "ReadTimeout"
+    assert (await _tenant(world, "slow"))["last_sync_error"].endswith(": ReadTimeout")
 
 
 async def test_global_url_serves_tenants_without_their_own(world: World) -> None:
