@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from mail_proxy.db.pool import DATABASE_ERRORS, database_unavailable
 from mail_proxy.errors import (
     Conflict,
     EncryptionError,
@@ -42,6 +43,28 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
+# Seconds a client should wait before retrying while the database is away (RFC 9110 §10.2.3).
+RETRY_AFTER_SECONDS = 5
+
+
+def _unavailable_response() -> JSONResponse:
+    return JSONResponse(
+        {"detail": "database unavailable, retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if database_unavailable(exc):
+        log.warning(
+            "database unavailable",
+            extra={"action": "db_unavailable", "path": request.url.path, "error": repr(exc)},
+        )
+        return _unavailable_response()
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", extra={"action": "request_error", "path": request.url.path})
     return JSONResponse({"detail": "internal error"}, status_code=500)
@@ -65,4 +88,7 @@ async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MailProxyError, _service_error)
     app.add_exception_handler(RequestValidationError, _invalid_body)
+    for kind in DATABASE_ERRORS:
+        if issubclass(kind, Exception):
+            app.add_exception_handler(kind, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -11,6 +11,7 @@ import asyncpg
 
 from mail_proxy.db import messages as db_messages
 from mail_proxy.db.migrate import pending_versions
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.errors import MigrationError
 from mail_proxy.metrics import Metrics
 
@@ -26,7 +27,7 @@ async def not_ready_reason(pool: asyncpg.Pool) -> str | None:
             missing = await pending_versions(conn)
     except MigrationError as exc:
         return str(exc)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         return f"database unreachable: {type(exc).__name__}"
     if missing:
         return f"schema not current: migrations {missing} not applied"

@@ -18,6 +18,7 @@ import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
 from mail_proxy.config import Settings
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
 from mail_proxy.redact import open_client_auth
@@ -101,7 +102,7 @@ async def follow_instance_settings(
     while not stop.is_set():
         try:
             await live.refresh(pool, box)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("instance settings not refreshed", extra={"error": type(exc).__name__})
         try:
             await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -14,6 +14,7 @@ from mail_proxy.db import messages as db_messages
 from mail_proxy.health import METRICS_CONTENT_TYPE, not_ready_reason, refresh_queue_gauges
 from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
+from mail_proxy_api.errors import RETRY_AFTER_SECONDS
 from mail_proxy_api.strict_json import StrictJsonRoute
 
 router = APIRouter(tags=["health"], route_class=StrictJsonRoute)
@@ -30,7 +31,11 @@ async def ready(ctx: Ctx) -> Response:
     """Readiness: the database answers and its schema is the one this version expects."""
     reason = await not_ready_reason(ctx.pool)
     if reason is not None:
-        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+        return JSONResponse(
+            {"status": "not ready", "reason": reason},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return JSONResponse({"status": "ready"})
 
 

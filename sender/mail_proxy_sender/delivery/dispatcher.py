@@ -32,13 +32,14 @@ from mail_proxy.db.leases import (
     release,
     throttle_account,
 )
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.metrics import Metrics
 from mail_proxy_sender.delivery.lanes import AccountLane, Deliver, Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_ERRORS = DATABASE_ERRORS
 
 
 @dataclass

@@ -23,10 +23,11 @@ from collections.abc import Iterable
 import asyncpg
 
 from mail_proxy.db.leases import renew_leases
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_ERRORS = DATABASE_ERRORS
 
 
 class LeaseKeeper:

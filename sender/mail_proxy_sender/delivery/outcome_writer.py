@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mail_proxy.db.outcomes import Outcome, record_outcomes
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class OutcomeWriter:
                 changed = await record_outcomes(
                     conn, outcomes=[r.outcome for r in batch], owner=self._owner
                 )
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning(
                 "cannot store outcomes yet",
                 extra={"action": "outcomes_retry", "error": type(exc).__name__},

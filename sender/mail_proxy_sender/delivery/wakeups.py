@@ -13,9 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
-import asyncpg
-
-from mail_proxy.db.pool import connect
+from mail_proxy.db.pool import DATABASE_ERRORS, connect
 from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
@@ -44,7 +42,7 @@ class Wakeups:
             lost = asyncio.Event()
             try:
                 conn = await connect(self._dsn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("cannot listen", extra={"action": "listen_error", "error": repr(exc)})
                 await first_of(stop, timeout=pause)
                 pause = min(pause * 2, 10.0)
@@ -57,7 +55,7 @@ class Wakeups:
                 pause = 0.5
                 self._on_run_now()  # anything that arrived while we were not listening
                 await first_of(stop, lost)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("listen lost", extra={"action": "listen_error", "error": repr(exc)})
             finally:
                 self.listening.clear()

@@ -10,6 +10,7 @@ import time
 import asyncpg
 
 from mail_proxy.config import Settings
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.db.retention import purge
 from mail_proxy_sender.delivery.waiting import first_of
 
@@ -26,7 +27,7 @@ async def run_retention(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Ev
                     report_retention_seconds=settings.report_retention_seconds,
                     command_log_retention_seconds=settings.command_log_retention_seconds,
                 )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             log.warning("retention failed", extra={"action": "retention_error", "error": repr(exc)})
         else:
             if purged is not None and (purged.messages or purged.command_log):

@@ -30,6 +30,7 @@ import asyncpg
 
 from mail_proxy.config import Settings
 from mail_proxy.db import reports as db
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.db.reports import ClaimedTenant, PendingEvent
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import OutboundError
@@ -42,7 +43,7 @@ from mail_proxy_sender.reports.items import report_body
 
 log = logging.getLogger(__name__)
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_DB_ERRORS = DATABASE_ERRORS
 _MIN_CYCLE_GAP_SECONDS = 0.2  # lets a burst of outcomes leave in one report
 
 
