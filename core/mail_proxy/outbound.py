@@ -93,7 +93,7 @@ class OutboundPolicy:
             except ValueError:
                 pass
             name = _host_key(entry.removeprefix("*."))
-            if not _valid_host_name(name):
+            if not valid_host_name(name):
                 raise ConfigError(f"GMP_OUTBOUND_ALLOW: {raw!r} is neither a CIDR nor a host name")
             if entry.startswith("*."):
                 domains.append("." + name)
@@ -117,7 +117,8 @@ class OutboundPolicy:
         return is_public(address)
 
 
-def _valid_host_name(name: str) -> bool:
+def valid_host_name(name: str) -> bool:
+    """RFC 1123 host name syntax (underscores tolerated, as service names use them)."""
     if not name or len(name) > 253:
         return False
     labels = name.split(".")

@@ -254,17 +254,6 @@ SET state = CASE WHEN deferred_ts > $3 THEN 'deferred' ELSE 'pending' END,
 WHERE pk = ANY ($1::bigint[]) AND lease_owner = $2 AND state = 'sending'
 """
 
-_RECLAIM_EXPIRED = """
-WITH expired AS (
-    SELECT pk FROM messages WHERE state = 'sending' AND lease_until < now()
-    ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
-)
-UPDATE messages m
-SET state = CASE WHEN m.deferred_ts > $1 THEN 'deferred' ELSE 'pending' END,
-    lease_owner = NULL, lease_until = NULL, updated_at = now()
-FROM expired WHERE m.pk = expired.pk
-"""
-
 _RENEW = """
 UPDATE messages SET lease_until = now() + make_interval(secs => $3)
 WHERE pk = ANY ($1::bigint[]) AND lease_owner = $2 AND state = 'sending'
@@ -297,12 +286,6 @@ async def renew_leases(
     """
     rows = await conn.fetch(_RENEW, message_pks, owner, float(lease_seconds))
     return {r["pk"] for r in rows}
-
-
-async def reclaim_expired(conn: asyncpg.Connection, *, now: float, limit: int = 1000) -> int:
-    """Put back the rows whose lease ran out (their sender died or stalled)."""
-    status: str = await conn.execute(_RECLAIM_EXPIRED, int(now), limit)
-    return int(status.split()[-1])
 
 
 async def throttle_account(

@@ -9,6 +9,7 @@ sender now holds it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -73,9 +74,23 @@ class Deliverer:
             return conn
         try:
             return await self._attempt(job, conn)
+        except Exception as exc:
+            # Whatever a message's content makes go wrong ends in an outcome for that message,
+            # never in a lease retried for ever (issue 9): recorded as an error, with the cause.
+            log.exception(
+                "delivery crashed",
+                extra={"action": "delivery_crash", "message_id": job.message.id},
+            )
+            await self._fail(
+                job, PermanentFailure(f"Internal error while sending: {type(exc).__name__}")
+            )
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            return None
         except BaseException:
-            # A bug or a cancellation, not an outcome: stop renewing so the lease runs out and
-            # another attempt takes the message back.
+            # A cancellation, not an outcome: stop renewing so the lease runs out and another
+            # attempt takes the message back.
             self._keeper.drop([job.message.pk])
             raise
 

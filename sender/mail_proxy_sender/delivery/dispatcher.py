@@ -28,7 +28,6 @@ from mail_proxy.db.leases import (
     ReadyAccount,
     lease_for_account,
     ready_accounts,
-    reclaim_expired,
     release,
     throttle_account,
 )
@@ -37,6 +36,7 @@ from mail_proxy.metrics import Metrics
 from mail_proxy_sender.delivery.lanes import AccountLane, Deliver, Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.waiting import first_of
+from mail_proxy_sender.maintenance.rescuer import rescue_once
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = DATABASE_ERRORS
@@ -231,15 +231,12 @@ class Dispatcher:
 
     async def _reclaim(self) -> None:
         try:
-            async with self._d.pool.acquire() as conn:
-                taken = await reclaim_expired(conn, now=time.time())
+            # Each lapsed lease counts as an attempt (maintenance/rescuer.py).
+            await rescue_once(self._d.pool, self._d.settings)
         except _DB_ERRORS as exc:
             log.warning(
                 "cannot reclaim leases", extra={"action": "reclaim_error", "error": repr(exc)}
             )
-            return
-        if taken:
-            log.info("took back expired leases", extra={"action": "reclaimed", "count": taken})
 
     async def close(self, grace_seconds: float) -> None:
         """Let sends in progress finish (up to `grace_seconds`); give the rest back."""

@@ -23,8 +23,8 @@ from typing import Any
 import httpcore
 import httpx
 
-from mail_proxy.errors import DestinationRefused
-from mail_proxy.outbound import OutboundPolicy
+from mail_proxy.errors import DestinationRefused, OutboundPermanent
+from mail_proxy.outbound import OutboundPolicy, valid_host_name
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """(host, port) -> the IP addresses it resolves to, as strings; raises OSError on failure."""
@@ -57,6 +57,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         if self._policy.allows_host(host):
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        if not _is_ip(host) and not valid_host_name(host.rstrip(".").lower()):
+            raise OutboundPermanent(f"{host[:100]!r} is not a valid host name")
         addresses = await self._allowed_addresses(host, port, timeout)
         last: Exception | None = None
         for address in addresses:
@@ -104,6 +106,14 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def guarded_transport(
