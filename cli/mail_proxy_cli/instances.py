@@ -3,9 +3,12 @@
 
 An instance is a folder `<home>/<name>/` (home: `GMP_HOME`, default `~/.mail-proxy`) holding
 `instance.json` (name, host, port), the embedded Postgres in `pgdata/`, `admin_token`,
-`encryption_key`, `server.log` and, while it runs, `server.pid`. `start` runs
-`mail-proxy serve` detached in its own session, so it outlives the shell that started it;
-`stop` sends SIGTERM (the server drains and stops its Postgres), waits, then kills.
+`encryption_key`, `server.log` and, while it runs, the owner lock and record
+(`mail_proxy.instance_owner`). Every `mail-proxy serve` on the folder registers there, whoever
+started it (`make run`, by hand, `start`), so `list`, `stop` and `NAME ...` see one registry and
+a second server on the same data is refused. `start` runs `mail-proxy serve` detached in its own
+session, so it outlives the shell that started it; `stop` sends SIGTERM (the server drains and
+stops its Postgres), waits, then kills, then stops a Postgres a killed server left behind.
 """
 
 from __future__ import annotations
@@ -27,10 +30,17 @@ from pathlib import Path
 import httpx
 
 from mail_proxy.admin_token import read_local_token
+from mail_proxy.embedded import stop_postgres
+from mail_proxy.instance_owner import (
+    InstanceInUse,
+    OwnerRecord,
+    Ownership,
+    current_owner,
+    process_alive,
+)
 
 HOME_ENV = "GMP_HOME"
 CONFIG_FILE = "instance.json"
-PID_FILE = "server.pid"
 LOG_FILE = "server.log"
 FIRST_PORT = 8000
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -87,16 +97,13 @@ class Instance:
         return read_local_token(self.folder)
 
     def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / CONFIG_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        save_config(self.folder, self)
 
 
-@dataclass
-class PidInfo:
-    pid: int
-    port: int
-    host: str
-    started_at: float
+def save_config(folder: Path, instance: Instance) -> None:
+    """Write `instance.json` in `folder` (a `serve` on a `--data-dir` records itself too)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(asdict(instance), indent=2) + "\n")
 
 
 def check_name(name: str, reserved: set[str]) -> None:
@@ -118,12 +125,18 @@ def exists(name: str) -> bool:
 
 
 def load(name: str) -> Instance:
-    """The saved instance, or a fresh unsaved one when the folder has no config yet."""
+    """The saved instance (where its running server listens, if one does), or a fresh unsaved
+    one when the folder has no config yet."""
     path = home_dir() / name / CONFIG_FILE
-    if not path.exists():
-        return Instance(name=name)
-    data = json.loads(path.read_text())
-    return Instance(name=name, host=data.get("host", "127.0.0.1"), port=data.get("port"))
+    instance = Instance(name=name)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        data = json.loads(path.read_text())
+        instance.host, instance.port = data.get("host", "127.0.0.1"), data.get("port")
+    running = current_owner(instance.folder)
+    if running is not None and running.command == "serve" and running.port is not None:
+        # Where it really listens wins over the saved config (e.g. `serve --port` by hand).
+        instance.host, instance.port = running.host or instance.host, running.port
+    return instance
 
 
 def all_instances() -> list[Instance]:
@@ -134,48 +147,17 @@ def all_instances() -> list[Instance]:
     return [load(name) for name in names]
 
 
-def process_alive(pid: int) -> bool:
-    """True when `pid` is a live process (a zombie waiting to be reaped counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        # Field 3 is the state; the command name in field 2 may hold spaces, so split after ')'.
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
-def _serves(pid: int, folder: Path) -> bool:
-    """Whether `pid` is still this instance's server, not a process that reused the number."""
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    try:
-        args = cmdline.read_bytes().split(b"\0")
-    except OSError:
-        return process_alive(pid)  # no /proc (macOS): trust the pid file
-    return b"serve" in args and str(folder).encode() in args
-
-
-def read_pid(instance: Instance) -> PidInfo | None:
-    path = instance.folder / PID_FILE
-    try:
-        return PidInfo(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
+def owner(instance: Instance) -> OwnerRecord | None:
+    """Whoever runs the instance now (a server or a command holding its Postgres), or None."""
+    return current_owner(instance.folder)
 
 
 def running_pid(instance: Instance) -> int | None:
-    """The server's pid when it runs; a stale pid file is removed."""
-    info = read_pid(instance)
-    if info is None:
+    """The pid of the instance's server (`mail-proxy serve`, however started) when it runs."""
+    found = owner(instance)
+    if found is None or found.command != "serve" or found.pid <= 0:
         return None
-    if process_alive(info.pid) and _serves(info.pid, instance.folder):
-        return info.pid
-    (instance.folder / PID_FILE).unlink(missing_ok=True)
-    return None
+    return found.pid
 
 
 @contextlib.contextmanager
@@ -241,8 +223,7 @@ def spawn(instance: Instance) -> subprocess.Popen[bytes]:
             env=_child_env(),
             start_new_session=True,  # its own session: no SIGHUP when the shell goes away
         )
-    info = PidInfo(process.pid, instance.port, instance.host, time.time())
-    (instance.folder / PID_FILE).write_text(json.dumps(asdict(info)) + "\n")
+    # The server records itself in the folder once it owns it (mail_proxy.instance_owner).
     return process
 
 
@@ -279,46 +260,16 @@ def _wait_gone(pid: int, timeout_seconds: float) -> bool:
     return not process_alive(pid)
 
 
-def postmaster_pid(instance: Instance) -> int | None:
-    """The embedded Postgres's pid when it runs (first line of `postmaster.pid`)."""
-    try:
-        first = (instance.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
-        pid = int(first)
-    except (OSError, ValueError):
-        return None
-    return pid if process_alive(pid) else None
-
-
-def prune_postgres_users(instance: Instance) -> list[int]:
-    """Drop dead processes from pgserver's list of Postgres users; returns the live ones.
-
-    pgserver stops Postgres when its last user process exits cleanly and remembers users in
-    `.handle_pids.json`; a killed server stays listed forever, and then the next clean exit
-    would leave Postgres running.
-    """
-    handles = instance.pgdata / ".handle_pids.json"
-    try:
-        users = [int(p) for p in json.loads(handles.read_text())]
-    except (OSError, ValueError, TypeError):
-        return []
-    live = [p for p in users if process_alive(p)]
-    if live != users:
-        handles.write_text(json.dumps(live))
-    return live
-
-
 def _stop_orphan_postgres(instance: Instance, timeout_seconds: float) -> bool:
-    """Stop a Postgres left behind by a killed server (no live user); True when one was."""
-    if prune_postgres_users(instance):
-        return False  # another process (e.g. `mail-proxy token`) still uses this Postgres
-    pid = postmaster_pid(instance)
-    if pid is None:
+    """Stop a Postgres left behind by a killed owner; True when there was one.
+
+    Only when nobody owns the instance: a live owner (a server, `migrate`, ...) still uses it.
+    """
+    try:
+        with Ownership(instance.folder, "stop"):
+            return stop_postgres(instance.pgdata, timeout_seconds=timeout_seconds)
+    except InstanceInUse:
         return False
-    os.kill(pid, signal.SIGINT)  # Postgres "fast" shutdown
-    if not _wait_gone(pid, timeout_seconds):
-        os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, timeout_seconds)
-    return True
 
 
 @dataclass
@@ -333,12 +284,13 @@ def stop(instance: Instance, *, timeout_seconds: float, force: bool = False) -> 
     pid = running_pid(instance)
     killed = False
     if pid is not None:
+        # `pid` holds the instance lock right now (kernel-checked), so it is the server, not a
+        # process that reused a number from an old pid file.
         os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
         killed = force
         if not _wait_gone(pid, timeout_seconds):
             os.kill(pid, signal.SIGKILL)
             killed = True
             _wait_gone(pid, timeout_seconds)
-    (instance.folder / PID_FILE).unlink(missing_ok=True)
     orphan = _stop_orphan_postgres(instance, timeout_seconds)
     return StopResult(pid is not None, killed, orphan)

@@ -14,6 +14,7 @@ from mail_proxy.db.migrate import migrate
 from mail_proxy.db.pool import connect
 from mail_proxy.embedded import EmbeddedPostgres
 from mail_proxy.errors import MailProxyError
+from mail_proxy.instance_owner import InstanceInUse
 from mail_proxy.tokens import new_token
 from mail_proxy_cli import instances
 from mail_proxy_cli.client import TOKEN_HEADER, ApiClient, CliError
@@ -55,7 +56,6 @@ def _start(inst: Instance, *, port: int | None, host: str | None, wait_seconds: 
     if not instances.port_free(inst.host, inst.port):
         raise CliError(f"port {inst.port} on {inst.host} is in use: choose another with --port")
     inst.save()
-    instances.prune_postgres_users(inst)  # so this server's clean exit stops Postgres again
     process = instances.spawn(inst)
     if instances.wait_healthy(inst, process, timeout_seconds=wait_seconds):
         return process.pid
@@ -91,15 +91,19 @@ def start(
         raise click.UsageError(str(exc)) from exc
     inst = instances.load(name)
     with instances.locked(inst):
-        pid = instances.running_pid(inst)
-        if pid is not None:
-            if port and port != inst.port:
+        owner = instances.owner(inst)
+        if owner is not None and owner.command == "serve":
+            # Never a second server on the same data, whoever started the first one.
+            running_port = owner.port or inst.port
+            if port and port != running_port:
                 raise CliError(
-                    f"instance {name!r} already runs on port {inst.port}: "
-                    f"`mail-proxy restart {name} --port {port}` moves it"
+                    f"instance {name!r} already runs on port {running_port} "
+                    f"({owner.describe()}): `mail-proxy restart {name} --port {port}` moves it"
                 )
-            click.echo(f"Instance {name!r} is already running at {inst.url} (pid {pid}).")
+            click.echo(f"Instance {name!r} is already running: {owner.describe()}.")
             return
+        if owner is not None:
+            raise CliError(str(InstanceInUse(inst.folder, owner)))
         pid = _start(inst, port=port, host=host, wait_seconds=wait_seconds)
     click.echo(_started_line(inst, pid))
 
@@ -211,7 +215,7 @@ def info(ctx: click.Context, url: str | None, token: str | None, as_json: bool) 
     if url is None:
         inst = local_instance(name)
         pid = instances.running_pid(inst)
-        started = instances.read_pid(inst) if pid else None
+        started = instances.owner(inst) if pid else None
         running = pid is not None
         record |= {
             "folder": str(inst.folder),
@@ -252,7 +256,7 @@ def _regenerate(inst: Instance) -> str:
             api.put("/instance", {"api_token": new})
     else:
         try:
-            with EmbeddedPostgres(inst.folder) as dsn:
+            with EmbeddedPostgres(inst.folder, command="token") as dsn:
                 new = asyncio.run(_regenerate_in(dsn))
         except MailProxyError as exc:
             raise CliError(str(exc)) from exc

@@ -31,6 +31,7 @@ from mail_proxy.errors import MailProxyError
 from mail_proxy.logs import configure_logging
 from mail_proxy.metrics import Metrics
 from mail_proxy_api.context import ApiContext
+from mail_proxy_cli.instances import Instance, save_config
 from mail_proxy_cli.runtime import (
     KEY_FILE,
     Database,
@@ -99,6 +100,10 @@ async def _run_api(settings: Settings, db: Database) -> None:
 
 async def _run_all(settings: Settings, db: Database) -> None:
     """API, sender and reporter in one process, on one pool and one stop event."""
+    if settings.embedded:
+        # This process owns the folder now: `mail-proxy list` and `NAME ...` find it there.
+        folder = settings.instance_dir
+        save_config(folder, Instance(name=folder.name, host=settings.host, port=settings.port))
     await _prepare(settings, db)
     stop = stop_event_on_signals()
     async with (
@@ -160,8 +165,9 @@ def _run_on_fastest_loop(coro: Coroutine[Any, Any, None]) -> None:
 def _run(settings: Settings, coro_factory: object) -> None:
     configure_logging(settings.log_level, settings.log_format)
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    command = click.get_current_context().info_name or "serve"
     try:
-        with database(settings) as db:
+        with database(settings, command=command) as db:
             _run_on_fastest_loop(coro_factory(settings, db))  # type: ignore[operator]
     except MailProxyError as exc:
         raise click.ClickException(str(exc)) from exc

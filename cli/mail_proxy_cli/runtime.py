@@ -29,14 +29,25 @@ class Database:
 
 
 @contextlib.contextmanager
-def database(settings: Settings) -> Iterator[Database]:
-    """The DSN and key for this process; runs the embedded Postgres while the block is open."""
+def database(settings: Settings, *, command: str) -> Iterator[Database]:
+    """The DSN and key for this process; runs the embedded Postgres while the block is open.
+
+    Embedded, the process owns the instance folder for the block (`command` names it to anyone
+    who finds the folder in use); a server (`serve`) also records where it listens.
+    """
     if settings.database_url is not None:
         yield Database(settings.database_url.get_secret_value(), load_box())
         return
     instance_dir = settings.instance_dir
     box = load_box(fallback_file=instance_dir / KEY_FILE)
-    with EmbeddedPostgres(instance_dir) as dsn:
+    server = command == "serve"
+    embedded = EmbeddedPostgres(
+        instance_dir,
+        command=command,
+        host=settings.host if server else None,
+        port=settings.port if server else None,
+    )
+    with embedded as dsn:
         yield Database(dsn, box)
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
 from tests.integration.cli.conftest import Cli, processes_mentioning, wait_for
@@ -15,6 +16,7 @@ def _status(url: str, token: str) -> int:
     return httpx.get(f"{url}/status", headers={"X-API-Token": token}, timeout=10).status_code
 
 
+@pytest.mark.timeout(400)  # a dozen CLI processes; slow on a loaded machine
 def test_start_list_token_restart_stop_leaves_nothing_running(cli: Cli) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
