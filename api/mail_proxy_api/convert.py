@@ -8,11 +8,12 @@ from typing import Any
 
 import asyncpg
 
+from mail_proxy.db.recipients import RecipientRow, needs_wire_list
 from mail_proxy.db.tenants import parse_suspended
 from mail_proxy.redact import redact
 from mail_proxy_api.schemas.accounts import AccountInfo
 from mail_proxy_api.schemas.instance import InstanceInfo
-from mail_proxy_api.schemas.messages import MessageEvent, MessageRecord
+from mail_proxy_api.schemas.messages import MessageEvent, MessageRecord, RecipientOutcome
 from mail_proxy_api.schemas.tenants import TenantInfo
 
 
@@ -73,7 +74,11 @@ def instance_info(row: asyncpg.Record) -> InstanceInfo:
     )
 
 
-def message_record(row: asyncpg.Record, history: list[dict[str, Any]] | None) -> MessageRecord:
+def message_record(
+    row: asyncpg.Record,
+    history: list[dict[str, Any]] | None,
+    recipients: list[RecipientRow] | None = None,
+) -> MessageRecord:
     state = row["state"]
     return MessageRecord(
         pk=str(row["pk"]),
@@ -93,5 +98,8 @@ def message_record(row: asyncpg.Record, history: list[dict[str, Any]] | None) ->
         is_pec=row["is_pec"],
         status=state,
         attempts=row["attempts"],
+        recipients=[RecipientOutcome(**r.wire()) for r in recipients]
+        if recipients and needs_wire_list(recipients)
+        else None,
         history=None if history is None else [MessageEvent(**event) for event in history],
     )

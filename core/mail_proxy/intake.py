@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from mail_proxy.addresses import address_of, has_crlf
+from mail_proxy.mime import header_problem
 
 # Exact strings of the reference (section 1.4), in the order they are checked.
 MISSING_ID = "missing id"
@@ -37,8 +38,8 @@ _REQUIRED = (
     ("to", MISSING_TO),
     ("subject", MISSING_SUBJECT),
 )
-_ADDRESS_FIELDS = ("from", "reply_to", "return_path")
-_LIST_FIELDS = ("to", "cc", "bcc")
+_ADDRESS_FIELDS = ("from", "return_path")
+_LIST_FIELDS = ("to", "cc", "bcc", "reply_to")
 _HEADER_TEXT_FIELDS = ("subject", "message_id", "batch_code")
 
 
@@ -63,7 +64,7 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
     for field in _LIST_FIELDS:
         values = get(field)
         if values:
-            for value in values:
+            for value in [values] if isinstance(values, str) else values:
                 if has_crlf(value):
                     return f"line break in {field}"
                 if address_of(value) is None:
@@ -82,6 +83,9 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
         for attachment in attachments:
             if has_crlf(attachment.get("filename") or ""):
                 return "line break in attachment filename"
+    if headers or get("message_id"):
+        # What the message builder could not make valid is refused now, never at send time.
+        return header_problem(message)
     return None
 
 

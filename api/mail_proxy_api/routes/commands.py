@@ -75,7 +75,7 @@ def _prepare(
         priority = normalise_priority(payload.get("priority"), default)
         payload["priority"] = priority
         payload["to"] = split_recipients(payload["to"])
-        for field in ("cc", "bcc"):
+        for field in ("cc", "bcc", "reply_to"):
             if field in payload:
                 payload[field] = split_recipients(payload[field])
         reason = intake.rejection_reason(payload)
@@ -258,16 +258,18 @@ async def _set_suspension(
     )
 
 
+# `tenant_id` is a required query parameter, as in v0.6: leaving it out is a 422 (validation),
+# an empty value the reference's 400 `tenant_id is required`.
 @router.post("/suspend", response_model=SuspendResponse, response_model_exclude_none=True)
 async def suspend(
-    caller: Caller, ctx: Ctx, tenant_id: str | None = None, batch_code: str | None = None
+    caller: Caller, ctx: Ctx, tenant_id: str, batch_code: str | None = None
 ) -> SuspendResponse:
     return await _set_suspension(ctx, caller, tenant_id, batch_code, suspending=True)
 
 
 @router.post("/activate", response_model=SuspendResponse, response_model_exclude_none=True)
 async def activate(
-    caller: Caller, ctx: Ctx, tenant_id: str | None = None, batch_code: str | None = None
+    caller: Caller, ctx: Ctx, tenant_id: str, batch_code: str | None = None
 ) -> SuspendResponse:
     return await _set_suspension(ctx, caller, tenant_id, batch_code, suspending=False)
 

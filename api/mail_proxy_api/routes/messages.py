@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from mail_proxy.db import messages as db_messages
+from mail_proxy.db import recipients as db_recipients
 from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import message_record
@@ -68,6 +69,12 @@ async def list_messages(
             if include_history
             else {}
         )
-    records = [message_record(r, histories.get(r["pk"]) if include_history else None) for r in rows]
+        recipients = await db_recipients.for_messages(conn, message_pks=[r["pk"] for r in rows])
+    records = [
+        message_record(
+            r, histories.get(r["pk"]) if include_history else None, recipients.get(r["pk"])
+        )
+        for r in rows
+    ]
     next_cursor = f"{rows[-1]['priority']}:{rows[-1]['pk']}" if more else None
     return MessagesResponse(messages=records, next_cursor=next_cursor)

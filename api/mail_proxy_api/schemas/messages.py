@@ -33,11 +33,15 @@ class MessagePayload(BaseModel):
     to: list[str] | str
     cc: list[str] | str | None = None
     bcc: list[str] | str | None = None
-    reply_to: str | None = None
+    # An address list (RFC 5322 3.6.2): a list, or a comma-separated string like `to`.
+    reply_to: list[str] | str | None = None
     return_path: str | None = None
     subject: str
     body: str = ""
     content_type: str = "plain"
+    # Plain-text alternative to an HTML `body`: with `content_type: "html"` the message goes
+    # as multipart/alternative (text first, then HTML). Ignored for plain bodies.
+    text_body: str | None = None
     headers: dict[str, Any] | None = None
     message_id: str | None = None
     attachments: list[AttachmentPayload] | None = None
@@ -99,6 +103,15 @@ class MessageEvent(BaseModel):
     reported_ts: int | None = None
 
 
+class RecipientOutcome(BaseModel):
+    """The fate of one recipient (SPEC section 13)."""
+
+    address: str
+    status: Literal["accepted", "refused", "deferred"]
+    code: int | None = None
+    reason: str | None = None
+
+
 class MessageRecord(BaseModel):
     pk: str
     id: str
@@ -117,6 +130,8 @@ class MessageRecord(BaseModel):
     is_pec: bool = False
     status: str
     attempts: int = 0
+    # Present when some recipient was refused or is deferred (SPEC section 13).
+    recipients: list[RecipientOutcome] | None = None
     history: list[MessageEvent] | None = None
 
 

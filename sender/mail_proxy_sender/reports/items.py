@@ -8,6 +8,10 @@
     pec_*     {"id", "pec_event", "pec_ts", "pec_details"?}
 
 No tenant id or pk in the items; `id` is the client's message id.
+
+Addition (SPEC section 13): when some recipient of the message was refused or is deferred,
+the item also carries `recipients`: `[{"address", "status", "code", "reason"}]`, as recorded
+with the event (`metadata.recipients`). Items of all-accepted messages are exactly v0.6.
 """
 
 from __future__ import annotations
@@ -19,6 +23,14 @@ from mail_proxy.db.reports import PendingEvent
 
 def report_item(event: PendingEvent) -> dict[str, Any] | None:
     """The wire item for an event, or None for an event type clients are not told about."""
+    item = _legacy_item(event)
+    recipients = (event.metadata or {}).get("recipients")
+    if item is not None and recipients:
+        item["recipients"] = recipients
+    return item
+
+
+def _legacy_item(event: PendingEvent) -> dict[str, Any] | None:
     meta = event.metadata or {}
     kind = event.event_type
     if kind == "sent":

@@ -24,8 +24,8 @@ BUSINESS_ERRORS: list[tuple[str, str, Any, int, str]] = [
     ("POST", "/tenant/nope/api-key", None, 404, NOT_FOUND),
     ("DELETE", "/tenant/nope/api-key", None, 404, NOT_FOUND),
     ("POST", "/account", {"id": "a", "tenant_id": "nope", "host": "h", "port": 25}, 404, NOT_FOUND),
-    ("POST", "/commands/suspend", None, 400, "tenant_id is required"),
-    ("POST", "/commands/activate", None, 400, "tenant_id is required"),
+    ("POST", "/commands/suspend?tenant_id=", None, 400, "tenant_id is required"),
+    ("POST", "/commands/activate?tenant_id=", None, 400, "tenant_id is required"),
     ("POST", "/commands/suspend?tenant_id=nope", None, 400, "tenant not found"),
     (
         "POST",
@@ -341,3 +341,13 @@ async def test_huge_integers_in_free_form_fields_are_stored(api: Api) -> None:
     assert r.json()["queued"] == 1, r.text
     r = await api.client.get("/messages?tenant_id=acme", headers=api.admin())
     assert r.json()["messages"][0]["message"]["headers"] == {"X-Big": 18446744073709551615}
+
+
+@pytest.mark.parametrize("command", ["suspend", "activate"])
+async def test_suspend_and_activate_without_tenant_id_are_validation_errors(
+    api: Api, command: str
+) -> None:
+    # v0.6 declared `tenant_id` a required query parameter: clients see 422 (issue 10 item 7).
+    r = await api.client.post(f"/commands/{command}", headers=api.admin())
+    assert r.status_code == 422
+    assert any(err["loc"][-1] == "tenant_id" for err in r.json()["detail"])

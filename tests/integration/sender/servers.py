@@ -1,6 +1,16 @@
 """Real servers on 127.0.0.1 for the sender tests: an SMTP sink (aiosmtpd, in the test's own
 event loop) whose behaviour a test can change at any moment, and small HTTP apps (uvicorn) for
 sync receivers and attachment sources. Every server is stopped when its block ends.
+
+The sink behaves like the strict servers found in the field (issue 10):
+- RFC 5321 4.5.3.1.6: a DATA line over 998 octets (plus CRLF) is answered `500 Line too long`;
+- chosen answers per recipient (`rcpt_replies`: 550, 451, ...) and `452 4.5.3` after
+  `max_recipients` RCPTs in one transaction;
+- `421` and a hang-up at connect, MAIL, RCPT or DATA (`hangup_at`);
+- SMTPUTF8 only when `smtputf8` is set (else a non-ASCII address is a `500`);
+- STARTTLS or implicit TLS with any certificate (`untrusted_tls_context()` for one nobody
+  trusts), authentication (`credentials`, else `535`);
+- `active`/`peak_active`: connections open now and at most at once.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from typing import Any
 
+import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,6 +45,7 @@ class Received:
     accepted_at: float
     tls: bool
     data_at: float = 0.0
+    smtputf8: bool = False
 
     @property
     def headers(self) -> Message:
@@ -56,12 +68,51 @@ class SmtpSink:
     connections: int = 0
     attempted: list[Received] = field(default_factory=list)  # every DATA, whatever the answer
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # Strict-server behaviours (see the module doc).
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> answer to RCPT
+    max_recipients: int | None = None  # then "452 4.5.3 Too many recipients"
+    hangup_at: str | None = None  # "connect" | "mail" | "rcpt" | "data": answer 421, hang up
+    hangup_reply: str = "421 4.3.2 Service shutting down"
+    hangups_left: int | None = None  # how many more hang-ups (None: every time)
+    smtputf8: bool = False  # offer SMTPUTF8
+    mail_reply: str | None = None  # answered to MAIL FROM
+    rcpts_seen: list[str] = field(default_factory=list)  # every RCPT TO, whatever the answer
+    active: int = 0  # connections open now
+    peak_active: int = 0  # most connections open at once
+
+    def _hangup(self, server: SMTP, stage: str) -> str | None:
+        if self.hangup_at != stage or self.hangups_left == 0:
+            return None
+        if self.hangups_left is not None:
+            self.hangups_left -= 1
+        transport = server.transport
+        if transport is not None:
+            asyncio.get_running_loop().call_soon(transport.close)
+        return self.hangup_reply
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if (reply := self._hangup(server, "mail")) is not None:
+            return reply
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        self.rcpts_seen.append(address)
+        if (reply := self._hangup(server, "rcpt")) is not None:
+            return reply
         if self.rcpt_reply:
             return self.rcpt_reply
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        if self.max_recipients is not None and len(envelope.rcpt_tos) >= self.max_recipients:
+            return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -74,8 +125,11 @@ class SmtpSink:
             tls=server.transport is not None
             and server.transport.get_extra_info("ssl_object") is not None,
             data_at=time.time(),
+            smtputf8=bool(envelope.smtp_utf8),
         )
         self.attempted.append(got)
+        if (reply := self._hangup(server, "data")) is not None:
+            return reply
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         if self.drop:
@@ -93,6 +147,44 @@ class SmtpSink:
 
     def mail_ids(self) -> list[str]:
         return [r.mail_id for r in self.received]
+
+
+def untrusted_tls_context() -> ssl.SSLContext:
+    """A server TLS context with a certificate from a CA that nobody trusts."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+class _Strict(SMTP):  # type: ignore[misc]
+    """aiosmtpd with the RFC 5321 line limit exactly (998 octets + CRLF) and a connection count."""
+
+    line_length_limit = 1000
+
+    def __init__(self, sink: SmtpSink, **kwargs: Any) -> None:
+        super().__init__(sink, enable_SMTPUTF8=sink.smtputf8, **kwargs)
+        self._sink = sink
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sink.active += 1
+        self._sink.peak_active = max(self._sink.peak_active, self._sink.active)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sink.active -= 1
+        super().connection_lost(exc)
+
+
+class _RefuseAtConnect(asyncio.Protocol):
+    """Answers the greeting with `reply` and hangs up (a server that is full or rate-limits)."""
+
+    def __init__(self, reply: str) -> None:
+        self._reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{self._reply}\r\n".encode())
+        transport.close()
 
 
 @contextlib.asynccontextmanager
@@ -116,9 +208,13 @@ async def smtp_server(
 
     opened: list[SMTP] = []
 
-    def protocol() -> SMTP:
+    def protocol() -> asyncio.Protocol:
         sink.connections += 1
-        smtp = SMTP(
+        if sink.hangup_at == "connect" and sink.hangups_left != 0:
+            if sink.hangups_left is not None:
+                sink.hangups_left -= 1
+            return _RefuseAtConnect(sink.hangup_reply)
+        smtp = _Strict(
             sink,
             hostname="sink.test",
             tls_context=starttls,

@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Per-recipient outcomes (`message_recipients`; SPEC section 13, issue 10).
+
+Every recipient of a message ends `accepted`, `refused` (final: 5xx at RCPT/DATA, retries
+given up, or refused at intake such as `recipient suppressed`) or `deferred` (4xx: retried
+alone, never re-sending to those who accepted). Rows exist only for messages whose recipients
+did not all accept at once: a message without rows had every recipient accepted (or was not
+tried yet), and its report item stays exactly the v0.6 one.
+
+Surface (all keyword-only, the caller owns the transaction):
+- `record(conn, rows=[RecipientRow, ...], now=...)`: upsert outcomes for any messages; a
+  refusal or acceptance is final and is never overwritten by a later `deferred`.
+- `for_messages(conn, message_pks=[...])` -> `{pk: [RecipientRow, ...]}` in address order.
+- `wire_list(rows)` -> the `recipients` list of report items and `GET /messages`:
+  `[{"address", "status", "code", "reason"}]`; `needs_wire_list(rows)` says whether an item
+  carries it (some recipient refused or deferred).
+Addresses must be normalised with `mail_proxy.addresses.normalised_address` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+
+RecipientStatus = Literal["accepted", "refused", "deferred"]
+ACCEPTED: RecipientStatus = "accepted"
+REFUSED: RecipientStatus = "refused"
+DEFERRED: RecipientStatus = "deferred"
+# The reason given for a recipient on the tenant's suppression list (SPEC section 13).
+SUPPRESSED_REASON = "recipient suppressed"
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    """One recipient's latest outcome. `code` is the SMTP reply code when there was one;
+    `attempts` counts the SMTP transactions that named it; `next_attempt_ts` (epoch s) is set
+    while `deferred`."""
+
+    message_pk: int
+    address: str
+    status: RecipientStatus
+    code: int | None = None
+    reason: str | None = None
+    attempts: int = 0
+    next_attempt_ts: int | None = None
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "status": self.status,
+            "code": self.code,
+            "reason": self.reason,
+        }
+
+
+_RECORD = """
+INSERT INTO message_recipients AS r
+    (message_pk, address, status, code, reason, attempts, next_attempt_ts, updated_ts)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+                     $7::bigint[]) AS i(pk, address, status, code, reason, attempts, next_ts),
+     (SELECT $8::bigint) AS now(ts)
+ON CONFLICT (message_pk, address) DO UPDATE SET
+    status = EXCLUDED.status, code = EXCLUDED.code, reason = EXCLUDED.reason,
+    attempts = r.attempts + EXCLUDED.attempts, next_attempt_ts = EXCLUDED.next_attempt_ts,
+    updated_ts = EXCLUDED.updated_ts
+WHERE r.status = 'deferred'
+"""
+_FOR_MESSAGES = """
+SELECT message_pk, address, status, code, reason, attempts, next_attempt_ts
+FROM message_recipients WHERE message_pk = ANY($1::bigint[])
+ORDER BY message_pk, address
+"""
+
+
+async def record(conn: asyncpg.Connection, *, rows: Sequence[RecipientRow], now: float) -> None:
+    """Upsert outcomes in one statement. `attempts` of each row is *added* to the stored count
+    (pass 1 for an SMTP transaction, 0 for an intake decision). Final rows (accepted/refused)
+    are never changed again."""
+    if not rows:
+        return
+    await conn.execute(
+        _RECORD,
+        [r.message_pk for r in rows],
+        [r.address for r in rows],
+        [r.status for r in rows],
+        [r.code for r in rows],
+        [r.reason for r in rows],
+        [r.attempts for r in rows],
+        [r.next_attempt_ts for r in rows],
+        int(now),
+    )
+
+
+async def for_messages(
+    conn: asyncpg.Connection, *, message_pks: Sequence[int]
+) -> dict[int, list[RecipientRow]]:
+    """The recipient rows of these messages; messages without rows are absent."""
+    out: dict[int, list[RecipientRow]] = {}
+    if not message_pks:
+        return out
+    for row in await conn.fetch(_FOR_MESSAGES, list(message_pks)):
+        out.setdefault(row["message_pk"], []).append(RecipientRow(**dict(row.items())))
+    return out
+
+
+def needs_wire_list(rows: Iterable[RecipientRow]) -> bool:
+    """True when some recipient was refused or is still deferred (SPEC section 13)."""
+    return any(r.status != ACCEPTED for r in rows)
+
+
+def wire_list(rows: Iterable[RecipientRow]) -> list[dict[str, Any]]:
+    return [r.wire() for r in rows]
