@@ -39,7 +39,8 @@ _REQUIRED = (
     ("subject", MISSING_SUBJECT),
 )
 _ADDRESS_FIELDS = ("from", "return_path")
-_LIST_FIELDS = ("to", "cc", "bcc", "reply_to")
+_RECIPIENT_FIELDS = ("to", "cc", "bcc")
+_LIST_FIELDS = (*_RECIPIENT_FIELDS, "reply_to")
 _HEADER_TEXT_FIELDS = ("subject", "message_id", "batch_code")
 
 
@@ -93,7 +94,7 @@ def envelope_addresses(message: Mapping[str, Any]) -> list[str]:
     """The bare, lowercased addresses of every recipient (to, cc, bcc), in order, once each.
     Call after `rejection_reason` found nothing: invalid addresses are skipped here."""
     found: dict[str, None] = {}
-    for field in _LIST_FIELDS:
+    for field in _RECIPIENT_FIELDS:
         for value in message.get(field) or ():
             address = address_of(value)
             if address is not None:

@@ -356,7 +356,7 @@ def build_message(
     cc = _addresses(split_recipients(payload.get("cc")), "cc")
     bcc = _addresses(split_recipients(payload.get("bcc")), "bcc")
     reply_to = _addresses(split_recipients(payload.get("reply_to")), "reply_to")
-    return_path = payload.get("return_path")
+    return_path = payload.get("return_path") or default_return_path
     envelope_sender = _addresses([str(return_path)], "return_path")[0] if return_path else sender
     client_id = str(payload.get("id") or "")
 
