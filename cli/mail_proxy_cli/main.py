@@ -31,6 +31,7 @@ from mail_proxy.errors import MailProxyError
 from mail_proxy.logs import configure_logging
 from mail_proxy.metrics import Metrics
 from mail_proxy_api.context import ApiContext
+from mail_proxy_cli.dev_inbox import dev_inbox
 from mail_proxy_cli.instances import Instance, save_config
 from mail_proxy_cli.runtime import (
     KEY_FILE,
@@ -182,6 +183,7 @@ def cli() -> None:
 # start/stop/restart/list/delete; `mail-proxy NAME ...` verbs are resolved by MailProxyGroup.
 for _command in LIFECYCLE_COMMANDS:
     cli.add_command(_command)
+cli.add_command(dev_inbox)
 
 
 @cli.command()
