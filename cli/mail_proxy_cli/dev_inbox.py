@@ -130,10 +130,10 @@ def _messages(path: Path) -> list[tuple[str, float, EmailMessage]]:
     if not (path / "new").is_dir() and not (path / "cur").is_dir():
         return []
     box = mailbox.Maildir(path, create=False)
-    found = []
+    found: list[tuple[str, float, EmailMessage]] = []
     for key in box.keys():
         item = box.get_message(key)
-        found.append((key, item.get_date(), _parse(box.get_bytes(key))))
+        found.append((key, float(item.get_date()), _parse(box.get_bytes(key))))
     found.sort(key=lambda entry: (entry[1], entry[0]))
     return found
 
