@@ -18,6 +18,7 @@ from mail_proxy_api.routes import (
     messages,
     suppressions,
     tenants,
+    webhooks,
 )
 
 
@@ -28,6 +29,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_request_bytes)
-    for module in (health, commands, messages, accounts, tenants, instance, suppressions):
+    for module in (health, commands, messages, accounts, tenants, instance, suppressions, webhooks):
         app.include_router(module.router)
     return app

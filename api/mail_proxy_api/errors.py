@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -85,8 +86,19 @@ async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def _unstorable_text(request: Request, exc: Exception) -> JSONResponse:
+    """Postgres text cannot hold NUL (or bytes invalid in UTF-8): whatever the route and
+    wherever the value came from (path, query, body), that is the caller's input -> 400."""
+    return JSONResponse(
+        {"detail": "text values may not contain NUL (\\u0000) or invalid characters"},
+        status_code=400,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MailProxyError, _service_error)
+    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, _unstorable_text)
+    app.add_exception_handler(asyncpg.UntranslatableCharacterError, _unstorable_text)
     app.add_exception_handler(RequestValidationError, _invalid_body)
     for kind in DATABASE_ERRORS:
         if issubclass(kind, Exception):

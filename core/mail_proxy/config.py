@@ -98,6 +98,26 @@ class Settings(BaseSettings):
     sync_queued_delay_seconds: float = 1.0
     sync_queued_max_rounds: int = 20
     retention_interval_seconds: float = 300.0
+    # Idempotency-Key on add-messages: how long an answer is replayed (and kept).
+    idempotency_ttl_seconds: int = 86_400
+    # Signed per-event webhooks (Standard Webhooks): per-call timeout, calls in flight (and
+    # deliveries leased) per process, the retry schedule after each failed attempt (then
+    # the delivery is given up), and how long a rotated secret keeps signing beside the new one.
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 16
+    webhook_retry_delays_seconds: Annotated[tuple[float, ...], NoDecode] = (
+        60,
+        300,
+        1800,
+        7200,
+        21600,
+        43200,
+        86400,
+    )
+    webhook_secret_overlap_seconds: int = 86_400
+    # Provider feedback: the hosts an SNS SigningCertURL / SubscribeURL may name (regex on the
+    # host, matched in full; https only).
+    sns_certificate_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 
     # Global delivery-report target, used for tenants without their own sync URL.
     client_sync_url: str | None = None
@@ -114,6 +134,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("webhook_retry_delays_seconds", mode="before")
+    @classmethod
+    def _split_float_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(part) for part in value.replace(",", " ").split())
+        return value
 
     @field_validator("retry_delays_seconds", mode="before")
     @classmethod
@@ -178,6 +205,9 @@ class Settings(BaseSettings):
         "sync_timeout_seconds",
         "sync_concurrency",
         "sync_batch_size",
+        "idempotency_ttl_seconds",
+        "webhook_timeout_seconds",
+        "webhook_concurrency",
     )
     @classmethod
     def _positive_delivery(cls, value: float) -> float:

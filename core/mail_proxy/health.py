@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncpg
 
 from mail_proxy.db import messages as db_messages
+from mail_proxy.db import webhooks as db_webhooks
 from mail_proxy.db.migrate import pending_versions
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.errors import MigrationError
@@ -35,9 +36,17 @@ async def not_ready_reason(pool: asyncpg.Pool) -> str | None:
 
 
 async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics) -> None:
-    """Queue gauges are read from Postgres at scrape time, so every pod reports the same truth."""
+    """Queue gauges (messages, and webhook endpoints' failures and backlog) are read from
+    Postgres at scrape time, so every pod reports the same truth."""
     async with pool.acquire() as conn:
         rows = await db_messages.unsent_by_tenant_priority(conn)
+        endpoints = await db_webhooks.endpoint_states(conn)
+    metrics.webhook_failing.clear()
+    metrics.webhook_pending.clear()
+    for endpoint in endpoints:
+        labels = (endpoint["tenant_id"], endpoint["id"])
+        metrics.webhook_failing.labels(*labels).set(endpoint["consecutive_failures"])
+        metrics.webhook_pending.labels(*labels).set(endpoint["pending"])
     metrics.pending_by_tenant.clear()
     metrics.oldest_pending.clear()
     oldest: dict[str, float] = {}

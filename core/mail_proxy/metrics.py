@@ -112,3 +112,21 @@ class Metrics:
             ("mailbox", "kind"),
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "gmp_webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, failed, given_up)",
+            ("tenant_id", "webhook_id", "result"),
+            registry=r,
+        )
+        self.webhook_failing = Gauge(
+            "gmp_webhook_consecutive_failures",
+            "Failed attempts in a row per webhook endpoint (0: healthy)",
+            ("tenant_id", "webhook_id"),
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "gmp_webhook_pending_deliveries",
+            "Deliveries waiting for their (next) attempt per webhook endpoint",
+            ("tenant_id", "webhook_id"),
+            registry=r,
+        )

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """API tokens: generation and the one-way hash that is all the database ever keeps."""
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -19,3 +20,8 @@ def hash_token(token: str) -> str:
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison of two secrets."""
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()

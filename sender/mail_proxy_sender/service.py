@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A sender process: leasing worker, SMTP lanes, outcome writer, reporter, retention.
+"""A sender process: leasing worker, SMTP lanes, outcome writer, reporter, webhooks, retention.
 
 `run_sender(ctx, stop)` runs until `stop` is set (SIGTERM), then drains: no new leases, sends
 in progress get `shutdown_grace_seconds` to finish, every unstarted message is given back to
@@ -35,6 +35,7 @@ from mail_proxy_sender.inbound.routing import RoutingCache
 from mail_proxy_sender.maintenance.retention import run_retention
 from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
+from mail_proxy_sender.webhooks.deliverer import WebhookDeliverer, WebhookDeps
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
@@ -89,6 +90,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     # Every call a tenant can point somewhere goes through the SSRF guard.
     attachment_http = OutboundClient(s.outbound_policy, follow_redirects=True, max_redirects=5)
     sync_http = OutboundClient(s.outbound_policy, follow_redirects=False)
+    webhook_http = OutboundClient(s.outbound_policy, follow_redirects=False)
     writer = OutcomeWriter(
         ctx.pool,
         owner=ctx.owner,
@@ -141,6 +143,11 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         http=sync_http,
         wake=wakeups.reports,
     )
+    webhooks = WebhookDeliverer(
+        WebhookDeps(ctx.pool, s, ctx.box, ctx.metrics, ctx.owner),
+        http=webhook_http,
+        wake=wakeups.webhooks,
+    )
     await _precreate_series(ctx)
     log.info("sender started", extra={"action": "sender_start", "owner": ctx.owner})
 
@@ -154,6 +161,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         asyncio.create_task(wakeups.run(listen_stop), name="wakeups"),
         keeper_task,
         asyncio.create_task(reporter.run(halt), name="reporter"),
+        asyncio.create_task(webhooks.run(halt), name="webhooks"),
         asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
         asyncio.create_task(
             routing.run(halt, s.instance_settings_refresh_seconds), name="bounce-routing"
@@ -182,6 +190,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         await asyncio.gather(*parts, writer_task, return_exceptions=True)
         await attachment_http.aclose()
         await sync_http.aclose()
+        await webhook_http.aclose()
         log.info("sender stopped", extra={"action": "sender_stop", "owner": ctx.owner})
     if crashed is not None:
         raise crashed

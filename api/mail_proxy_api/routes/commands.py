@@ -6,14 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Response
 
 from mail_proxy import intake
 from mail_proxy.addresses import split_recipients
+from mail_proxy.db import idempotency as db_idempotency
 from mail_proxy.db import messages as db_messages
 from mail_proxy.db import suppressions as db_suppressions
 from mail_proxy.db import tenants as db_tenants
@@ -145,38 +146,104 @@ def _json(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code, media_type="application/json")
 
 
-@router.post("/add-messages", response_model=AddMessagesResponse)
-async def add_messages(body: AddMessagesBody, caller: Caller, ctx: Ctx) -> Any:
-    started = time.perf_counter()
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+KEY_IN_USE = "a request with this Idempotency-Key is still being processed; retry later"
+KEY_REUSED = "this Idempotency-Key was already used with a different request body"
+
+
+async def _enqueue_answer(
+    conn: asyncpg.Connection, body: AddMessagesBody, caller: Principal, ctx: ApiContext
+) -> tuple[int, dict[str, Any]]:
+    """Store the batch; the answer's status and body (the reference's shapes)."""
     limit = ctx.settings.max_enqueue_batch
     if len(body.messages) > limit:
         # The reference's shape for a refused batch: {"detail": {"error": ..., "rejected": []}}.
         error = f"Cannot enqueue more than {limit} messages at once"
-        return _json({"detail": {"error": error, "rejected": []}}, 400)
+        return 400, {"detail": {"error": error, "rejected": []}}
     items, refused, has_secret = _prepare(body, caller, ctx.box)
     tenants = {item.tenant_id for item in items}
-    async with ctx.pool.acquire() as conn:
-        items = await _apply_suppressions(conn, items, ctx)
-        # The command log keeps the messages as stored (what a replay would post again); only a
-        # batch carrying attachment credentials needs the cost of a masked copy.
-        stored = [item.payload for item in items]
-        log_payload = _json_text({"messages": redact(stored) if has_secret else stored})
-        outcome = await db_messages.enqueue(
-            conn,
-            items=items,
-            now_ts=int(time.time()),
-            log_tenant_id=tenants.pop() if len(tenants) == 1 else caller.tenant_id,
-            log_payload=log_payload,
-        )
+    items = await _apply_suppressions(conn, items, ctx)
+    # The command log keeps the messages as stored (what a replay would post again); only a
+    # batch carrying attachment credentials needs the cost of a masked copy.
+    stored = [item.payload for item in items]
+    log_payload = _json_text({"messages": redact(stored) if has_secret else stored})
+    outcome = await db_messages.enqueue(
+        conn,
+        items=items,
+        now_ts=int(time.time()),
+        log_tenant_id=tenants.pop() if len(tenants) == 1 else caller.tenant_id,
+        log_payload=log_payload,
+    )
     rejected = [r.model_dump() for r in refused]
     rejected += [{"id": i, "reason": r} for i, r in outcome.rejected]
-    ctx.metrics.enqueue_latency.observe(time.perf_counter() - started)
     ctx.metrics.enqueued.inc(outcome.queued)
     if outcome.queued == 0 and any(r["reason"] != intake.ALREADY_SENT for r in rejected):
-        return _json({"detail": {"error": None, "rejected": rejected}}, 400)
+        return 400, {"detail": {"error": None, "rejected": rejected}}
+    return 200, {"ok": True, "queued": outcome.queued, "rejected": rejected}
+
+
+@router.post(
+    "/add-messages",
+    response_model=AddMessagesResponse,
+    responses={
+        409: {"description": "The same Idempotency-Key is being processed right now"},
+        422: {"description": "Invalid body, or an Idempotency-Key reused with another body"},
+    },
+)
+async def add_messages(
+    body: AddMessagesBody,
+    caller: Caller,
+    ctx: Ctx,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Replays within the TTL (24 h) return the first answer unchanged",
+        ),
+    ] = None,
+) -> Any:
+    started = time.perf_counter()
+    if idempotency_key is None:
+        async with ctx.pool.acquire() as conn:
+            status, content = await _enqueue_answer(conn, body, caller, ctx)
+    else:
+        status, content = await _idempotent_enqueue(body, caller, ctx, idempotency_key)
+        if isinstance(content, Response):
+            return content
+    ctx.metrics.enqueue_latency.observe(time.perf_counter() - started)
     # Answered directly: this route runs thousands of times a second and the shape is fixed
     # (AddMessagesResponse, still declared above for the OpenAPI document).
-    return _json({"ok": True, "queued": outcome.queued, "rejected": rejected})
+    return _json(content, status)
+
+
+async def _idempotent_enqueue(
+    body: AddMessagesBody, caller: Principal, ctx: ApiContext, key: str
+) -> tuple[int, Any]:
+    """The enqueue and its stored answer in one transaction (db.idempotency has the rules)."""
+    scope = caller.tenant_id or ""
+    hash_ = db_idempotency.request_hash(body.model_dump(mode="json", by_alias=True))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await db_idempotency.try_lock(conn, scope=scope, key=key):
+            raise HTTPException(409, KEY_IN_USE)
+        stored = await db_idempotency.find_answer(
+            conn, scope=scope, key=key, ttl_seconds=ctx.settings.idempotency_ttl_seconds
+        )
+        if stored is not None:
+            if stored.request_hash != hash_:
+                raise HTTPException(422, KEY_REUSED)
+            replay = Response(
+                stored.body.encode(),
+                stored.status,
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+            return stored.status, replay
+        status, content = await _enqueue_answer(conn, body, caller, ctx)
+        await db_idempotency.store_answer(
+            conn, scope=scope, key=key, hash_=hash_, status=status, body=_json_text(content)
+        )
+    return status, content
 
 
 @router.post("/delete-messages", response_model=DeleteMessagesResponse)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`GET /messages`: a tenant's messages, paginated, optionally with their event history."""
+"""`GET /messages`: a tenant's messages, paginated, optionally with their event history;
+`GET /messages/{id}/events`: one message's full history."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from fastapi import APIRouter, HTTPException, Query
 
 from mail_proxy.db import messages as db_messages
 from mail_proxy.db import recipients as db_recipients
+from mail_proxy.db.history import message_history
 from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import message_record
 from mail_proxy_api.routes.commands import scoped_tenant
-from mail_proxy_api.schemas.messages import MessagesResponse
+from mail_proxy_api.schemas.messages import HistoryEvent, MessageEventsResponse, MessagesResponse
 from mail_proxy_api.strict_json import StrictJsonRoute
 
 router = APIRouter(tags=["messages"], route_class=StrictJsonRoute)
@@ -78,3 +80,22 @@ async def list_messages(
     ]
     next_cursor = f"{rows[-1]['priority']}:{rows[-1]['pk']}" if more else None
     return MessagesResponse(messages=records, next_cursor=next_cursor)
+
+
+@router.get("/messages/{message_id}/events", response_model=MessageEventsResponse)
+async def message_events(
+    message_id: str, caller: Caller, ctx: Ctx, tenant_id: str | None = None
+) -> Any:
+    """Every event of one message, oldest first: `queued`, then what was stored (deferred with
+    its reason, sent, error, bounce, pec_*, ...). 404 when the tenant has no such message."""
+    tenant_id = scoped_tenant(caller, tenant_id)
+    async with ctx.pool.acquire() as conn:
+        history = await message_history(conn, tenant_id=tenant_id, message_id=message_id)
+    if history is None:
+        raise HTTPException(404, f"Message '{message_id}' not found")
+    return MessageEventsResponse(
+        id=history.id,
+        tenant_id=history.tenant_id,
+        state=history.state,
+        events=[HistoryEvent(**vars(event)) for event in history.events],
+    )

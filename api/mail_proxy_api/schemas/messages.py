@@ -147,3 +147,19 @@ class SuspendResponse(BaseModel):
     batch_code: str | None = None
     suspended_batches: list[str]
     pending_messages: int
+
+
+class HistoryEvent(BaseModel):
+    event_id: int | None = Field(description="null for `queued`, which is the row's arrival")
+    event_type: str
+    event_ts: int = Field(description="Unix epoch seconds")
+    description: str | None
+    metadata: dict[str, Any] | None
+    reported_ts: int | None = Field(description="When the sync protocol delivered it")
+
+
+class MessageEventsResponse(BaseModel):
+    id: str
+    tenant_id: str
+    state: str
+    events: list[HistoryEvent]

@@ -4,7 +4,9 @@
 - final messages (`sent`/`error`) whose events were all reported before the cutoff, with their
   events (foreign-key cascade); messages with an unreported event are kept;
 - rate history older than the longest window (a day);
-- the command log, when `command_log_retention_seconds` is set.
+- the command log, when `command_log_retention_seconds` is set;
+- idempotency keys older than their TTL (`idempotency_ttl_seconds`);
+- finished webhook deliveries (delivered or given up) older than the report retention.
 
 Deletes run in bounded batches so no statement holds locks for long; one pod purges at a time
 (advisory lock), the others skip.
@@ -12,11 +14,15 @@ Deletes run in bounded batches so no statement holds locks for long; one pod pur
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 
+from mail_proxy.db.idempotency import purge_keys
 from mail_proxy.db.rate_budget import DAY
+from mail_proxy.db.webhooks import purge_deliveries
 
 # "mail-ret" in ASCII: distinct from the migration runner's key.
 _LOCK_KEY = 0x6D61696C2D726574
@@ -39,11 +45,19 @@ DELETE FROM command_log WHERE id IN (SELECT id FROM command_log WHERE command_ts
 """
 
 
+class _BatchPurge(Protocol):
+    def __call__(
+        self, conn: asyncpg.Connection, *, before: float, batch: int
+    ) -> Awaitable[int]: ...
+
+
 @dataclass(frozen=True)
 class Purged:
     messages: int = 0
     send_log: int = 0
     command_log: int = 0
+    idempotency_keys: int = 0
+    webhook_deliveries: int = 0
 
 
 async def _drain(conn: asyncpg.Connection, sql: str, cutoff: float) -> int:
@@ -56,12 +70,22 @@ async def _drain(conn: asyncpg.Connection, sql: str, cutoff: float) -> int:
             return total
 
 
+async def _drain_with(conn: asyncpg.Connection, purge_batch: _BatchPurge, before: float) -> int:
+    total = 0
+    while True:
+        count = await purge_batch(conn, before=before, batch=_BATCH)
+        total += count
+        if count < _BATCH:
+            return total
+
+
 async def purge(
     conn: asyncpg.Connection,
     *,
     now: float,
     report_retention_seconds: int,
     command_log_retention_seconds: int | None,
+    idempotency_ttl_seconds: float = 86_400,
 ) -> Purged | None:
     """Apply retention; None when another pod is doing it right now."""
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
@@ -76,6 +100,10 @@ async def purge(
             commands = await _drain(
                 conn, _PURGE_COMMAND_LOG, int(now - command_log_retention_seconds)
             )
-        return Purged(messages, send_log, commands)
+        keys = await _drain_with(conn, purge_keys, now - idempotency_ttl_seconds)
+        deliveries = 0
+        if report_retention_seconds > 0:
+            deliveries = await _drain_with(conn, purge_deliveries, now - report_retention_seconds)
+        return Purged(messages, send_log, commands, keys, deliveries)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

@@ -44,6 +44,7 @@ class SecretDocument:
 SECRET_COLUMNS = (
     SecretColumns("accounts", "pk", ("password", "imap_password")),
     SecretColumns("instance", "id", ("bounce_imap_password",)),
+    SecretColumns("webhooks", "pk", ("secret", "previous_secret")),
 )
 SECRET_DOCUMENTS = (
     SecretDocument("tenants", "id", "client_auth"),

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""LISTEN for work: NOTIFY on `mail_proxy_work` and `mail_proxy_run_now` wakes this process.
+"""LISTEN for work: NOTIFY on `mail_proxy_work`, `mail_proxy_run_now` and `mail_proxy_webhooks`
+wakes this process.
 
 A dedicated connection (not from the pool) listens; when it breaks, it is reopened with a
 growing pause, and both events are set so nothing waits on a notification that was lost
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 WORK_CHANNEL = "mail_proxy_work"
 RUN_NOW_CHANNEL = "mail_proxy_run_now"
+WEBHOOKS_CHANNEL = "mail_proxy_webhooks"  # sent by the webhook fan-out trigger (migration 0008)
 
 
 class Wakeups:
@@ -27,14 +29,19 @@ class Wakeups:
         self._dsn = dsn
         self.work = asyncio.Event()
         self.reports = asyncio.Event()
+        self.webhooks = asyncio.Event()
         self.listening = asyncio.Event()
 
     def _on_work(self, *_: Any) -> None:
         self.work.set()
 
+    def _on_webhooks(self, *_: Any) -> None:
+        self.webhooks.set()
+
     def _on_run_now(self, *_: Any) -> None:
         self.work.set()
         self.reports.set()
+        self.webhooks.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         pause = 0.5
@@ -51,6 +58,7 @@ class Wakeups:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(WORK_CHANNEL, self._on_work)
                 await conn.add_listener(RUN_NOW_CHANNEL, self._on_run_now)
+                await conn.add_listener(WEBHOOKS_CHANNEL, self._on_webhooks)
                 self.listening.set()
                 pause = 0.5
                 self._on_run_now()  # anything that arrived while we were not listening

@@ -26,11 +26,17 @@ async def run_retention(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Ev
                     now=time.time(),
                     report_retention_seconds=settings.report_retention_seconds,
                     command_log_retention_seconds=settings.command_log_retention_seconds,
+                    idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
                 )
         except DATABASE_ERRORS as exc:
             log.warning("retention failed", extra={"action": "retention_error", "error": repr(exc)})
         else:
-            if purged is not None and (purged.messages or purged.command_log):
+            if purged is not None and (
+                purged.messages
+                or purged.command_log
+                or purged.idempotency_keys
+                or purged.webhook_deliveries
+            ):
                 log.info(
                     "retention applied",
                     extra={
@@ -38,6 +44,8 @@ async def run_retention(pool: asyncpg.Pool, settings: Settings, stop: asyncio.Ev
                         "messages": purged.messages,
                         "send_log": purged.send_log,
                         "command_log": purged.command_log,
+                        "idempotency_keys": purged.idempotency_keys,
+                        "webhook_deliveries": purged.webhook_deliveries,
                     },
                 )
         await first_of(stop, timeout=settings.retention_interval_seconds)
