@@ -8,6 +8,7 @@ is still stored, as `error`, and reported through the sync protocol like a deliv
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -27,6 +28,13 @@ INVALID_PAYLOAD = "invalid payload"
 # Ours: checks the reference never made.
 NOT_YOUR_TENANT = "Token not authorized for this tenant"
 RECIPIENT_SUPPRESSED = "recipient suppressed"  # SPEC section 13
+INVALID_ID = "invalid id"  # never stored: it could not be a key, a header or a report item
+# A client message id: printable, no control characters, short enough for a btree key and an
+# `X-Genro-Mail-ID` header line (RFC 5322 section 2.1.1: 998 characters per line).
+MESSAGE_ID_MAX_LENGTH = 255
+_MESSAGE_ID = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MESSAGE_ID_MAX_LENGTH}}}")
+# RFC 5322 section 3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
+_HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}")
 # Payload key, set by intake, naming the recipients left out because they are suppressed.
 SUPPRESSED_KEY = "suppressed_recipients"
 
@@ -42,6 +50,11 @@ _ADDRESS_FIELDS = ("from", "return_path")
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 _LIST_FIELDS = (*_RECIPIENT_FIELDS, "reply_to")
 _HEADER_TEXT_FIELDS = ("subject", "message_id", "batch_code")
+
+
+def valid_message_id(value: object) -> bool:
+    """True for an id that can be stored, sent in a header and reported (`INVALID_ID` else)."""
+    return isinstance(value, str) and _MESSAGE_ID.fullmatch(value) is not None
 
 
 def rejection_reason(message: Mapping[str, Any]) -> str | None:
@@ -77,6 +90,8 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
     headers = get("headers")
     if headers:
         for name, value in headers.items():
+            if _HEADER_NAME.fullmatch(name) is None:
+                return f"invalid header name {name[:80]!r}"
             if has_crlf(name) or (value is not None and has_crlf(str(value))):
                 return f"line break in header {name!r}"
     attachments = get("attachments")

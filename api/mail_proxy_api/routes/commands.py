@@ -83,6 +83,9 @@ def _prepare(
         if not msg_id or not tenant_id:
             refused.append(Rejection(id=msg_id or None, reason=reason or intake.MISSING_ID))
             continue
+        if not intake.valid_message_id(msg_id):
+            refused.append(Rejection(id=msg_id[:300], reason=intake.INVALID_ID))
+            continue
         for attachment in payload.get("attachments", ()):
             if "auth" in attachment:
                 # Per-attachment credentials are stored encrypted, like every other secret.

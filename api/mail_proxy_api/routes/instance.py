@@ -15,6 +15,7 @@ from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Admin
 from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import instance_info
+from mail_proxy_api.schemas.bounds import INT64_MAX
 from mail_proxy_api.schemas.instance import (
     CommandEntry,
     CommandExportResponse,
@@ -70,8 +71,8 @@ async def command_log(
     _: Admin,
     ctx: Ctx,
     tenant_id: str | None = None,
-    since_ts: int | None = None,
-    until_ts: int | None = None,
+    since_ts: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    until_ts: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     endpoint_filter: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
 ) -> Any:
@@ -93,8 +94,8 @@ async def command_log_export(
     _: Admin,
     ctx: Ctx,
     tenant_id: str | None = None,
-    since_ts: int | None = None,
-    until_ts: int | None = None,
+    since_ts: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    until_ts: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
 ) -> Any:
     async with ctx.pool.acquire() as conn:
         rows = await db_log.export_commands(

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mail_proxy_api.schemas.bounds import INT32_MAX
+
 
 class AccountPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -17,14 +19,14 @@ class AccountPayload(BaseModel):
     port: int = Field(ge=1, le=65535)
     user: str | None = None
     password: str | None = None
-    ttl: int = Field(default=300, ge=0)
-    limit_per_minute: int | None = Field(default=None, ge=0)
-    limit_per_hour: int | None = Field(default=None, ge=0)
-    limit_per_day: int | None = Field(default=None, ge=0)
+    ttl: int = Field(default=300, ge=0, le=INT32_MAX)
+    limit_per_minute: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    limit_per_hour: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    limit_per_day: int | None = Field(default=None, ge=0, le=INT32_MAX)
     limit_behavior: Literal["defer", "reject"] = "defer"
     use_tls: bool | None = None
     tls_verify: bool = True
-    batch_size: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, le=INT32_MAX)
     is_pec_account: bool = False
     imap_host: str | None = None
     imap_port: int | None = Field(default=None, ge=1, le=65535)

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mail_proxy_api.schemas.bounds import INT32_MAX
+
 
 class InstanceInfo(BaseModel):
     id: int = 1
@@ -39,7 +41,7 @@ class InstanceUpdate(BaseModel):
     bounce_imap_password: str | None = None
     bounce_imap_folder: str | None = None
     bounce_imap_ssl: bool | None = None
-    bounce_poll_interval: int | None = Field(default=None, ge=1)
+    bounce_poll_interval: int | None = Field(default=None, ge=1, le=INT32_MAX)
     bounce_return_path: str | None = None
 
 

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mail_proxy_api.schemas.bounds import INT64_MAX
+
 Priority = int | Literal["immediate", "high", "medium", "low"] | str
 
 
@@ -46,7 +48,7 @@ class MessagePayload(BaseModel):
     message_id: str | None = None
     attachments: list[AttachmentPayload] | None = None
     priority: int | str | None = None
-    deferred_ts: int | None = None
+    deferred_ts: int | None = Field(default=None, ge=0, le=INT64_MAX)
     batch_code: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="before")

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mail_proxy_api.schemas.bounds import INT64_MAX
+
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
@@ -83,7 +85,7 @@ class TenantCreated(BaseModel):
 
 
 class ApiKeyBody(BaseModel):
-    expires_at: int | None = None
+    expires_at: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
 
 class ApiKeyResponse(BaseModel):
