@@ -90,10 +90,10 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
     headers = get("headers")
     if headers:
         for name, value in headers.items():
-            if _HEADER_NAME.fullmatch(name) is None:
-                return f"invalid header name {name[:80]!r}"
             if has_crlf(name) or (value is not None and has_crlf(str(value))):
                 return f"line break in header {name!r}"
+            if _HEADER_NAME.fullmatch(name) is None:
+                return f"invalid header name {name[:80]!r}"
     attachments = get("attachments")
     if attachments:
         for attachment in attachments:
