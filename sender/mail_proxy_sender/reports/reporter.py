@@ -172,7 +172,7 @@ class Reporter:
                 return
             answer = await self._post(target, events)
             if not answer.accepted:
-                await self._failed(tenant, events, answer)
+                await self._failed(tenant, events, answer, url=target.url)
                 return
             await self._succeeded(tenant, events, answer)
             if len(events) >= s.sync_batch_size:
@@ -254,7 +254,7 @@ class Reporter:
         self._d.metrics.sync_success.labels(tenant.id).inc()
 
     async def _failed(
-        self, tenant: ClaimedTenant, events: list[PendingEvent], answer: SyncAnswer
+        self, tenant: ClaimedTenant, events: list[PendingEvent], answer: SyncAnswer, *, url: str
     ) -> None:
         s = self._d.settings
         delay = min(
@@ -275,6 +275,7 @@ class Reporter:
             extra={
                 "action": "sync_failed",
                 "tenant_id": tenant.id,
+                "url": url,  # credentials and query values are masked by the log handler
                 "error": error,
                 "failures": failures,
                 "retry_at": retry_at,
