@@ -119,6 +119,47 @@ class Settings(BaseSettings):
     # host, matched in full; https only).
     sns_certificate_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
 
+    # Inbound (bounce and PEC mailboxes). GMP_BOUNCE_* seed the instance bounce mailbox once,
+    # when the stored one has no host yet (reference section 10); the stored one wins after.
+    bounce_enabled: bool = False
+    bounce_imap_host: str | None = None
+    bounce_imap_port: int = 143
+    bounce_imap_user: str | None = None
+    bounce_imap_password: SecretStr | None = None
+    bounce_imap_ssl: bool = False
+    bounce_poll_interval_seconds: int = Field(
+        default=60,
+        validation_alias=AliasChoices(
+            "bounce_poll_interval_seconds",
+            "gmp_bounce_poll_interval_seconds",
+            "gmp_bounce_poll_interval",
+        ),
+    )
+    # Soft bounces of one address that put it on the suppression list, within this window.
+    bounce_soft_limit: int = 3
+    bounce_soft_window_days: float = 7.0
+    # How far back a bounce that names no message is matched by recipient address.
+    bounce_recent_days: float = 7.0
+    # PEC: receipts polled every pec_poll_interval_seconds; no acceptance within the first
+    # timeout -> pec_timeout (reference: GMP_PEC_ACCEPTANCE_TIMEOUT, 1800 s); accepted but no
+    # delivery receipt within the second -> pec_delivery_timeout.
+    pec_poll_interval_seconds: float = 60.0
+    pec_acceptance_timeout_seconds: int = Field(
+        default=1800,
+        validation_alias=AliasChoices(
+            "pec_acceptance_timeout_seconds",
+            "gmp_pec_acceptance_timeout_seconds",
+            "gmp_pec_acceptance_timeout",
+        ),
+    )
+    pec_delivery_timeout_seconds: int = 86_400
+    # IMAP: per-command timeout, a CA bundle for servers with a private CA, how often the list
+    # of mailboxes is re-read (POST /instance/reload-bounce and the operator also wake it).
+    imap_timeout_seconds: float = 30.0
+    imap_ca_file: Path | None = None
+    inbound_refresh_seconds: float = 30.0
+    inbound_max_per_poll: int = 500
+
     # Global delivery-report target, used for tenants without their own sync URL.
     client_sync_url: str | None = None
     client_sync_token: SecretStr | None = None

@@ -32,6 +32,7 @@ from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import default_options
 from mail_proxy_sender.delivery.wakeups import Wakeups
 from mail_proxy_sender.inbound.routing import RoutingCache
+from mail_proxy_sender.inbound.supervisor import InboundDeps, InboundSupervisor
 from mail_proxy_sender.maintenance.retention import run_retention
 from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
@@ -148,6 +149,18 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         http=webhook_http,
         wake=wakeups.webhooks,
     )
+    inbound = InboundSupervisor(
+        InboundDeps(
+            pool=ctx.pool,
+            settings=s,
+            box=ctx.box,
+            metrics=ctx.metrics,
+            owner=ctx.owner,
+            routing=routing,
+            reload=wakeups.inbound,
+            on_events=wakeups.reports.set,
+        )
+    )
     await _precreate_series(ctx)
     log.info("sender started", extra={"action": "sender_start", "owner": ctx.owner})
 
@@ -163,9 +176,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         asyncio.create_task(reporter.run(halt), name="reporter"),
         asyncio.create_task(webhooks.run(halt), name="webhooks"),
         asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
-        asyncio.create_task(
-            routing.run(halt, s.instance_settings_refresh_seconds), name="bounce-routing"
-        ),
+        asyncio.create_task(inbound.run(halt), name="inbound"),
     }
     stop_task = asyncio.create_task(stop.wait())
     crashed: BaseException | None = None

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 
 def original_headers(
-    *, mail_id: str = "m1", token: str = "", message_id: str = "<orig@example.org>",
-    to: str = "gone@example.com"
+    *,
+    mail_id: str = "m1",
+    token: str = "",
+    message_id: str = "<orig@example.org>",
+    to: str = "gone@example.com",
 ) -> str:
     lines = [
         "From: Sender <sender@example.org>",
@@ -25,7 +28,9 @@ def _crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
 
 
-def postfix(original: str, *, rcpt: str = "gone@example.com", to: str = "bounces@example.net") -> bytes:
+def postfix(
+    original: str, *, rcpt: str = "gone@example.com", to: str = "bounces@example.net"
+) -> bytes:
     return _crlf(f"""Return-Path: <>
 From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
 Subject: Undelivered Mail Returned to Sender
@@ -138,7 +143,8 @@ Arrival-Date: Sun, 29 Nov 2026 10:00:00 +0000
 Final-Recipient: rfc822;{rcpt}
 Action: failed
 Status: 5.1.10
-Diagnostic-Code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup
+Diagnostic-Code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP
+ address lookup
 
 --_ex_
 Content-Type: message/rfc822
@@ -270,7 +276,7 @@ Message-ID: <yahoo-1@yahoo.com>
 Sorry, we were unable to deliver your message to the following address.
 
 <{rcpt}>:
-554: delivery error: dd This user doesn't have a yahoo.com account ({rcpt}) [0] - mta1.mail.yahoo.com
+554: delivery error: dd This user doesn't have a yahoo.com account ({rcpt}) [0] - mta1.yahoo.com
 
 --- Below this line is a copy of the message.
 

@@ -54,6 +54,9 @@ BSL_FILES = {
     "api/mail_proxy_api/schemas/suppressions.py",
     "core/mail_proxy/db/bounce_routing.py",
     "core/mail_proxy/db/bounces.py",
+    "core/mail_proxy/db/correlate.py",
+    "core/mail_proxy/db/mailboxes.py",
+    "core/mail_proxy/db/pec.py",
     "core/mail_proxy/db/suppressions.py",
 }
 # Folders whose every module is BUSL-1.1 (bounce and PEC).

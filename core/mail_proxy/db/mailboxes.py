@@ -83,7 +83,7 @@ ORDER BY a.pk
 
 
 def _action(value: object) -> ProcessedAction:
-    return value if value in ("keep", "seen", "move") else "keep"  # type: ignore[return-value]
+    return value if value in ("keep", "seen", "move") else "keep"
 
 
 async def configured_mailboxes(
@@ -220,19 +220,31 @@ async def set_position(
     )
 
 
+# The reference showed the UID state on the instance (bounce_*) and PEC account (imap_*) rows:
+# kept there too, for GET /instance and the account rows.
+_RECORD_POLL = """
+WITH b AS (
+    UPDATE inbound_mailboxes SET last_poll_ts = $3, last_error = $4,
+        last_success_ts = CASE WHEN $4::text IS NULL THEN $3 ELSE last_success_ts END
+    WHERE key = $1 AND owner = $2
+    RETURNING key, uidvalidity, last_uid, last_success_ts
+),
+i AS (
+    UPDATE instance SET bounce_last_uid = b.last_uid, bounce_uidvalidity = b.uidvalidity,
+        bounce_last_sync = b.last_success_ts
+    FROM b WHERE b.key = 'instance' AND instance.id = 1
+)
+UPDATE accounts a SET imap_last_uid = b.last_uid, imap_uidvalidity = b.uidvalidity,
+    imap_last_sync = b.last_success_ts
+FROM b WHERE b.key = 'pec:' || a.pk
+"""
+
+
 async def record_poll(
     conn: asyncpg.Connection, *, key: str, owner: str, now_ts: int, error: str | None
 ) -> None:
     """After a poll: its time, success time (when `error` is None) and the last error."""
-    await conn.execute(
-        "UPDATE inbound_mailboxes SET last_poll_ts = $3, last_error = $4, "
-        "last_success_ts = CASE WHEN $4::text IS NULL THEN $3 ELSE last_success_ts END "
-        "WHERE key = $1 AND owner = $2",
-        key,
-        owner,
-        now_ts,
-        error,
-    )
+    await conn.execute(_RECORD_POLL, key, owner, now_ts, error)
 
 
 async def release_mailbox(conn: asyncpg.Connection, *, key: str, owner: str) -> None:

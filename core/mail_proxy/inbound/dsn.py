@@ -130,7 +130,7 @@ def _all_text(msg: Message) -> str:
         ctype = part.get_content_type()
         if part is not msg and ctype in ("message/rfc822", "message/global"):
             inner = part.get_payload()
-            if isinstance(inner, list) and inner:
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 chunks.append(_headers_text(inner[0]))
             continue
         if part.get_content_maintype() == "text" or ctype in (

@@ -3,12 +3,12 @@
 
 A receipt is recognised by its `X-Ricevuta` header, else by its Subject prefix:
 
-    X-Ricevuta                           Subject prefix                 receipt           event
-    accettazione                         ACCETTAZIONE:                  accettazione      pec_acceptance
-    presa-in-carico                      PRESA IN CARICO:               presa_in_carico   pec_acceptance
-    avvenuta-consegna / consegna         AVVENUTA CONSEGNA:             consegna          pec_delivery
-    mancata-consegna / errore-consegna   MANCATA CONSEGNA:/ERRORE ...   mancata_consegna  pec_error
-    non-accettazione                     NON ACCETTAZIONE:              non_accettazione  pec_error
+    X-Ricevuta                          Subject prefix          receipt           event
+    accettazione                        ACCETTAZIONE:           accettazione      pec_acceptance
+    presa-in-carico                     PRESA IN CARICO:        presa_in_carico   pec_acceptance
+    avvenuta-consegna / consegna        AVVENUTA CONSEGNA:      consegna          pec_delivery
+    mancata-consegna / errore-consegna  MANCATA/ERRORE CONS.:   mancata_consegna  pec_error
+    non-accettazione                    NON ACCETTAZIONE:       non_accettazione  pec_error
 
 Anything else in a PEC mailbox (ordinary certified mail, anomaly notices) is not a receipt.
 The timestamp is the `Date` header, else `X-Data-Ricevuta`; the recipient `X-Destinatario`,
@@ -98,7 +98,7 @@ def _timestamp(msg: Message) -> int | None:
 def _texts(msg: Message) -> list[str]:
     chunks = ["\n".join(f"{k}: {v}" for k, v in msg.items())]
     for part in msg.walk():
-        if part is msg:
+        if part is msg and msg.is_multipart():
             continue
         if part.get_content_type() in ("message/rfc822", "message/global"):
             inner = part.get_payload()

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 WORK_CHANNEL = "mail_proxy_work"
 RUN_NOW_CHANNEL = "mail_proxy_run_now"
 WEBHOOKS_CHANNEL = "mail_proxy_webhooks"  # sent by the webhook fan-out trigger (migration 0008)
+# POST /instance/reload-bounce and changed mailboxes: the inbound pollers re-read their list.
+RELOAD_INBOUND_CHANNEL = "mail_proxy_reload_bounce"
 
 
 class Wakeups:
@@ -30,6 +32,7 @@ class Wakeups:
         self.work = asyncio.Event()
         self.reports = asyncio.Event()
         self.webhooks = asyncio.Event()
+        self.inbound = asyncio.Event()
         self.listening = asyncio.Event()
 
     def _on_work(self, *_: Any) -> None:
@@ -42,6 +45,9 @@ class Wakeups:
         self.work.set()
         self.reports.set()
         self.webhooks.set()
+
+    def _on_reload_inbound(self, *_: Any) -> None:
+        self.inbound.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         pause = 0.5
@@ -59,9 +65,11 @@ class Wakeups:
                 await conn.add_listener(WORK_CHANNEL, self._on_work)
                 await conn.add_listener(RUN_NOW_CHANNEL, self._on_run_now)
                 await conn.add_listener(WEBHOOKS_CHANNEL, self._on_webhooks)
+                await conn.add_listener(RELOAD_INBOUND_CHANNEL, self._on_reload_inbound)
                 self.listening.set()
                 pause = 0.5
                 self._on_run_now()  # anything that arrived while we were not listening
+                self._on_reload_inbound()
                 await first_of(stop, lost)
             except DATABASE_ERRORS as exc:
                 log.warning("listen lost", extra={"action": "listen_error", "error": repr(exc)})
