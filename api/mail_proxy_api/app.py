@@ -10,6 +10,7 @@ from mail_proxy import __version__
 from mail_proxy_api.body_limit import BodySizeLimit
 from mail_proxy_api.context import ApiContext
 from mail_proxy_api.errors import install_error_handlers
+from mail_proxy_api.openapi_docs import document_operations
 from mail_proxy_api.routes import (
     accounts,
     commands,
@@ -31,4 +32,5 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_request_bytes)
     for module in (health, commands, messages, accounts, tenants, instance, suppressions, webhooks):
         app.include_router(module.router)
+    document_operations(app)
     return app
