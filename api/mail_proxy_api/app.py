@@ -14,6 +14,7 @@ from mail_proxy_api.openapi_docs import document_operations
 from mail_proxy_api.routes import (
     accounts,
     commands,
+    downloads,
     health,
     instance,
     messages,
@@ -30,7 +31,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=ctx.settings.max_request_bytes)
-    for module in (health, commands, messages, accounts, tenants, instance, suppressions, webhooks):
+    for module in (
+        health,
+        commands,
+        messages,
+        accounts,
+        tenants,
+        instance,
+        suppressions,
+        webhooks,
+        downloads,
+    ):
         app.include_router(module.router)
     document_operations(app)
     return app

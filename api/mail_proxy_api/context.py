@@ -22,6 +22,8 @@ class ApiContext:
     box: SecretBox
     metrics: Metrics
     started_at: float = field(default_factory=time.monotonic)
+    # Verifies large-file download links (mail_proxy.large_files.secret); None: route answers 503.
+    download_secret: bytes | None = field(default=None, repr=False)
 
 
 async def _context(request: Request) -> ApiContext:

@@ -28,6 +28,7 @@ from mail_proxy.db.pool import connect
 from mail_proxy.db.rotate import reencrypt_all
 from mail_proxy.encryption import KEY_ENV, PREVIOUS_KEYS_ENV, SecretBox, decode_key
 from mail_proxy.errors import MailProxyError
+from mail_proxy.large_files.secret import load_download_secret
 from mail_proxy.logs import configure_logging
 from mail_proxy.metrics import Metrics
 from mail_proxy_api.context import ApiContext
@@ -94,7 +95,13 @@ async def _run_api(settings: Settings, db: Database) -> None:
         pool_for(settings, db) as pool,
         instance_settings_followed(settings, pool, db.box, stop),
     ):
-        ctx = ApiContext(settings=settings, pool=pool, box=db.box, metrics=Metrics())
+        ctx = ApiContext(
+            settings=settings,
+            pool=pool,
+            box=db.box,
+            metrics=Metrics(),
+            download_secret=load_download_secret(settings),
+        )
         say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
         await serve_api(ctx, settings, stop)
 
@@ -112,9 +119,17 @@ async def _run_all(settings: Settings, db: Database) -> None:
         instance_settings_followed(settings, pool, db.box, stop),
     ):
         metrics = Metrics()
-        api_ctx = ApiContext(settings=settings, pool=pool, box=db.box, metrics=metrics)
+        secret = load_download_secret(settings)
+        api_ctx = ApiContext(
+            settings=settings, pool=pool, box=db.box, metrics=metrics, download_secret=secret
+        )
         sender_ctx = SenderContext(
-            settings=settings, pool=pool, box=db.box, metrics=metrics, dsn=db.dsn
+            settings=settings,
+            pool=pool,
+            box=db.box,
+            metrics=metrics,
+            dsn=db.dsn,
+            download_secret=secret,
         )
         say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
         api_task = asyncio.create_task(serve_api(api_ctx, settings, stop))
@@ -144,7 +159,14 @@ async def _run_sender(settings: Settings, db: Database) -> None:
         pool_for(settings, db) as pool,
         instance_settings_followed(settings, pool, db.box, stop),
     ):
-        ctx = SenderContext(settings=settings, pool=pool, box=db.box, metrics=Metrics(), dsn=db.dsn)
+        ctx = SenderContext(
+            settings=settings,
+            pool=pool,
+            box=db.box,
+            metrics=Metrics(),
+            dsn=db.dsn,
+            download_secret=load_download_secret(settings),
+        )
         port = settings.sender_metrics_port or None
         if port is not None:
             say(f"mail-proxy sender {ctx.owner}: probes on http://{settings.host}:{port}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     # Outbound calls on a tenant's behalf (attachments, reports, webhooks) reach public addresses
     # only; these CIDRs and host names (`*.domain` for a whole domain) are allowed besides.
     outbound_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    # Large files (SPEC section 6, tenant `large_file_config`). The secret signing download
+    # links (shared by every API and sender pod; generated in embedded mode); the public URL of
+    # the API for links when a tenant has no `public_base_url`; the largest attachment that may
+    # be fetched for offloading (spooled to disk, never held in memory) and where it is spooled;
+    # fsspec options per storage scheme (JSON, e.g. {"s3": {"endpoint_url": "http://minio:9000"}});
+    # how often and how many expired files the cleanup job deletes.
+    download_secret: SecretStr | None = None
+    download_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    large_file_max_bytes: int = 2 * 1024 * 1024 * 1024
+    large_file_spool_dir: Path | None = None
+    large_file_storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    large_file_cleanup_interval_seconds: float = 300.0
+    large_file_cleanup_batch: int = 100
+
     # Delivery reports: per-call timeout, tenants in parallel, back-off of failing tenants.
     sync_timeout_seconds: float = 30.0
     sync_concurrency: int = 16
@@ -249,6 +263,9 @@ class Settings(BaseSettings):
         "idempotency_ttl_seconds",
         "webhook_timeout_seconds",
         "webhook_concurrency",
+        "large_file_max_bytes",
+        "large_file_cleanup_interval_seconds",
+        "large_file_cleanup_batch",
     )
     @classmethod
     def _positive_delivery(cls, value: float) -> float:

@@ -130,3 +130,22 @@ class Metrics:
             ("tenant_id", "webhook_id"),
             registry=r,
         )
+        self.large_files = Counter(
+            "gmp_large_files",
+            "Oversized attachments by what the large-file policy did "
+            "(uploaded, reused, warned, rejected, fallback)",
+            ("tenant_id", "outcome"),
+            registry=r,
+        )
+        self.large_file_downloads = Counter(
+            "gmp_large_file_downloads",
+            "Offloaded files served by the download route",
+            ("tenant_id",),
+            registry=r,
+        )
+        self.large_file_deletions = Counter(
+            "gmp_large_file_deletions",
+            "Expired offloaded files the cleanup job deleted (or failed to)",
+            ("result",),
+            registry=r,
+        )

@@ -20,9 +20,11 @@ import asyncpg
 
 from mail_proxy.config import Settings
 from mail_proxy.encryption import SecretBox
+from mail_proxy.large_files.links import LinkSigner
 from mail_proxy.metrics import Metrics
 from mail_proxy_sender.attachments.cache import AttachmentCache, CacheLimits
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, FetchLimits
+from mail_proxy_sender.attachments.offload import Offloader
 from mail_proxy_sender.delivery.attempt import Deliverer
 from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
 from mail_proxy_sender.delivery.lanes import Job
@@ -33,6 +35,7 @@ from mail_proxy_sender.delivery.smtp_client import default_options
 from mail_proxy_sender.delivery.wakeups import Wakeups
 from mail_proxy_sender.inbound.routing import RoutingCache
 from mail_proxy_sender.inbound.supervisor import InboundDeps, InboundSupervisor
+from mail_proxy_sender.maintenance.large_file_cleanup import run_large_file_cleanup
 from mail_proxy_sender.maintenance.retention import run_retention
 from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
@@ -55,6 +58,8 @@ class SenderContext:
     metrics: Metrics
     dsn: str  # for the LISTEN connection, outside the pool
     owner: str = field(default_factory=new_owner_id)
+    # Signs large-file download links (mail_proxy.large_files.secret); None: no links.
+    download_secret: bytes | None = field(default=None, repr=False)
 
 
 def _cache(settings: Settings) -> AttachmentCache:
@@ -133,6 +138,13 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         metrics=ctx.metrics,
         on_throttled=on_throttled,
         routing=lambda: routing.current,
+        offloader=Offloader(
+            fetcher=fetcher,
+            pool=ctx.pool,
+            signer=LinkSigner(ctx.download_secret) if ctx.download_secret else None,
+            settings=s,
+            metrics=ctx.metrics,
+        ),
     )
     dispatcher = Dispatcher(
         DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner, keeper),
@@ -177,6 +189,9 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         asyncio.create_task(webhooks.run(halt), name="webhooks"),
         asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
         asyncio.create_task(inbound.run(halt), name="inbound"),
+        asyncio.create_task(
+            run_large_file_cleanup(ctx.pool, s, ctx.metrics, halt), name="large-file-cleanup"
+        ),
     }
     stop_task = asyncio.create_task(stop.wait())
     crashed: BaseException | None = None

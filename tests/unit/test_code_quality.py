@@ -58,9 +58,18 @@ BSL_FILES = {
     "core/mail_proxy/db/mailboxes.py",
     "core/mail_proxy/db/pec.py",
     "core/mail_proxy/db/suppressions.py",
+    # large-file offload
+    "core/mail_proxy/db/large_files.py",
+    "sender/mail_proxy_sender/attachments/offload.py",
+    "sender/mail_proxy_sender/maintenance/large_file_cleanup.py",
+    "api/mail_proxy_api/routes/downloads.py",
 }
-# Folders whose every module is BUSL-1.1 (bounce and PEC).
-BSL_FOLDERS = ("core/mail_proxy/inbound/", "sender/mail_proxy_sender/inbound/")
+# Folders whose every module is BUSL-1.1 (bounce and PEC; large-file offload).
+BSL_FOLDERS = (
+    "core/mail_proxy/inbound/",
+    "sender/mail_proxy_sender/inbound/",
+    "core/mail_proxy/large_files/",
+)
 
 
 def test_every_module_names_its_licence() -> None:

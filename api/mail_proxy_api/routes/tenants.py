@@ -13,7 +13,7 @@ from mail_proxy.errors import ManagedResource
 from mail_proxy.redact import seal_client_auth
 from mail_proxy.tokens import hash_token, new_token
 from mail_proxy_api.audit import record_command
-from mail_proxy_api.auth import Admin, Caller
+from mail_proxy_api.auth import Admin, Caller, Principal
 from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import tenant_info
 from mail_proxy_api.schemas.tenants import (
@@ -36,6 +36,24 @@ def _not_found(tenant_id: str) -> HTTPException:
     return HTTPException(404, f"Tenant '{tenant_id}' not found")
 
 
+# Fields that bound the tenant's resource use: only the admin sets them (SPEC section 6).
+ADMIN_ONLY_FIELDS = ("large_file_config",)
+
+
+def _refuse_admin_only(caller: Principal, fields: dict[str, Any]) -> None:
+    if caller.is_admin:
+        return
+    named = [name for name in ADMIN_ONLY_FIELDS if name in fields]
+    if named:
+        raise HTTPException(403, f"only the admin token may change {', '.join(named)}")
+
+
+def _large_file_config(body: TenantPayload | TenantUpdate) -> dict[str, Any] | None:
+    """The config as the client sent it (v0.6 echoes it back), validated."""
+    config = body.large_file_config
+    return config.model_dump(exclude_unset=True) if config is not None else None
+
+
 def _refuse_if_managed(row: Any, tenant_id: str) -> None:
     if row is not None and row["managed_by"]:
         raise ManagedResource("tenant", tenant_id, row["managed_by"])
@@ -45,6 +63,7 @@ def _refuse_if_managed(row: Any, tenant_id: str) -> None:
 async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
     """Create or replace a tenant; a new tenant's API key is returned once."""
     fields = body.model_dump(exclude={"id", "client_auth"})
+    fields["large_file_config"] = _large_file_config(body)
     fields["client_auth"] = (
         body.client_auth.model_dump(exclude_none=True) if body.client_auth else None
     )
@@ -114,6 +133,9 @@ async def update_tenant(
 ) -> dict[str, bool]:
     caller.check_tenant(tenant_id)
     fields = body.model_dump(exclude_none=True)
+    _refuse_admin_only(caller, fields)
+    if "large_file_config" in fields:
+        fields["large_file_config"] = _large_file_config(body)
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
         if existing is None:

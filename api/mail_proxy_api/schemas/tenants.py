@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mail_proxy.large_files.policy import STORAGE_SCHEMES
 from mail_proxy_api.schemas.bounds import INT64_MAX
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -29,6 +30,45 @@ class ClientAuth(BaseModel):
         return self
 
 
+class LargeFileConfig(BaseModel):
+    """`large_file_config` (reference section 6.6): v0.6 field names and defaults. Admin-only.
+
+    Stored as given (defaults are applied when it is used), so a v0.6 client reads back what
+    it wrote.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    max_size_mb: float = Field(default=10.0, ge=0, le=1_048_576, allow_inf_nan=False)
+    storage_url: str | None = Field(default=None, min_length=1, max_length=2048)
+    public_base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
+    file_ttl_days: int = Field(default=30, ge=1, le=3650)
+    lifespan_after_download_days: int | None = Field(default=None, ge=1, le=3650)
+    action: Literal["warn", "reject", "rewrite"] = "warn"
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in STORAGE_SCHEMES or not rest.strip("/"):
+            raise ValueError(
+                "storage_url must be <scheme>://<location> with scheme one of "
+                + ", ".join(STORAGE_SCHEMES)
+            )
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("storage_url must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _rewrite_needs_storage(self) -> LargeFileConfig:
+        if self.enabled and self.action == "rewrite" and not self.storage_url:
+            raise ValueError("action 'rewrite' needs a storage_url to upload to")
+        return self
+
+
 class TenantPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -39,7 +79,7 @@ class TenantPayload(BaseModel):
     client_sync_path: str | None = None
     client_attachment_path: str | None = None
     rate_limits: dict[str, Any] | None = None
-    large_file_config: dict[str, Any] | None = None
+    large_file_config: LargeFileConfig | None = None
     active: bool = True
 
 
@@ -54,7 +94,7 @@ class TenantUpdate(BaseModel):
     client_sync_path: str | None = None
     client_attachment_path: str | None = None
     rate_limits: dict[str, Any] | None = None
-    large_file_config: dict[str, Any] | None = None
+    large_file_config: LargeFileConfig | None = None
     active: bool | None = None
 
 

@@ -12,16 +12,22 @@ per attachment and per message; a source that fails other than with a 4xx is a t
 failure (retried), a 4xx or unusable content a permanent one. `http_url` and `endpoint` calls go
 through the outbound client: public addresses only unless allow-listed (`GMP_OUTBOUND_ALLOW`),
 redirects included; a refused destination is a permanent failure naming the host.
+
+`fetch` returns the content in memory; `fetch_spooled` streams it into a temporary file that
+stays in memory only while small (the large-file offload uses it: a 200 MB attachment goes from
+the source to disk to storage in chunks, through the same outbound client).
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
-from collections.abc import Mapping, Sequence
+import hashlib
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mail_proxy.errors import OutboundError, OutboundPermanent
 from mail_proxy.metrics import Metrics
@@ -32,6 +38,9 @@ from mail_proxy_sender.delivery.failures import PermanentFailure, TemporaryFailu
 from mail_proxy_sender.outbound import OutboundClient
 
 DEFAULT_ATTACHMENT_PATH = "/mail-proxy/attachments"
+_READ_CHUNK = 1024 * 1024
+# A spooled attachment stays in memory up to this size, then moves to a temporary file.
+SPOOL_MEMORY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,42 @@ class FetchLimits:
     attachment_max_bytes: int
     message_max_bytes: int
     allowed_roots: tuple[Path, ...]
+
+
+@dataclass
+class SpooledAttachment:
+    """An attachment's content in a temporary file (rewound), with its size and SHA-256."""
+
+    filename: str
+    mime_type: str | None
+    file: IO[bytes]
+    size: int
+    sha256: str
+
+    def read_all(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _Sink:
+    """Where fetched chunks go, with the size bound checked as they arrive."""
+
+    def __init__(self, filename: str, limit: int, write: Callable[[bytes], object]) -> None:
+        self.filename = filename
+        self.limit = limit
+        self.size = 0
+        self.digest = hashlib.sha256()
+        self._write = write
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise PermanentFailure(f"Attachment {self.filename} is larger than {self.limit} bytes")
+        self.digest.update(chunk)
+        self._write(chunk)
 
 
 def infer_mode(storage_path: str) -> str:
@@ -97,31 +142,73 @@ class AttachmentFetcher:
             self._metrics.attachment_cache.labels("hit" if cached is not None else "miss").inc()
             if cached is not None:
                 return AttachmentPart(filename, cached, attachment.get("mime_type"))
-        try:
-            async with asyncio.timeout(self._limits.timeout_seconds):
-                content = await self._fetch_content(attachment, filename, tenant)
-        except TimeoutError:
-            raise TemporaryFailure(f"Attachment {filename} fetch timed out") from None
-        self._check_size(filename, len(content))
+        chunks: list[bytes] = []
+        sink = _Sink(filename, self._limits.attachment_max_bytes, chunks.append)
+        await self._fetch_into(attachment, filename, tenant, sink)
+        content = b"".join(chunks)
         if key:
             await self._cache.put(content)
         return AttachmentPart(filename, content, attachment.get("mime_type"))
 
-    def _check_size(self, filename: str, size: int) -> None:
-        if size > self._limits.attachment_max_bytes:
-            raise PermanentFailure(
-                f"Attachment {filename} is larger than {self._limits.attachment_max_bytes} bytes"
+    async def fetch_spooled(
+        self,
+        attachment: Mapping[str, Any],
+        tenant: TenantSource,
+        *,
+        max_bytes: int,
+        spool_dir: Path | None = None,
+    ) -> SpooledAttachment:
+        """One attachment streamed into a temporary file of at most `max_bytes`.
+
+        The caller closes the result. The cache is consulted as by `fetch`, and fed only with
+        contents that `fetch` itself would have accepted.
+        """
+        filename = str(attachment.get("filename") or "file.bin")
+        # Not a `with`: the open file is handed to the caller, who closes it.
+        spool = tempfile.SpooledTemporaryFile(
+            max_size=SPOOL_MEMORY_BYTES, dir=str(spool_dir) if spool_dir else None
+        )
+        try:
+            sink = _Sink(filename, max_bytes, spool.write)
+            key = attachment.get("content_md5") or md5_marker(filename)
+            cached = await self._cache.get(str(key)) if key else None
+            if key:
+                self._metrics.attachment_cache.labels("hit" if cached is not None else "miss").inc()
+            if cached is not None:
+                sink.write(cached)
+            else:
+                await self._fetch_into(attachment, filename, tenant, sink)
+            spooled = SpooledAttachment(
+                filename, attachment.get("mime_type"), spool, sink.size, sink.digest.hexdigest()
             )
+            if key and cached is None and sink.size <= self._limits.attachment_max_bytes:
+                await self._cache.put(spooled.read_all())
+            spool.seek(0)
+            return spooled
+        except BaseException:
+            spool.close()
+            raise
+
+    async def _fetch_into(
+        self, attachment: Mapping[str, Any], filename: str, tenant: TenantSource, sink: _Sink
+    ) -> None:
+        try:
+            async with asyncio.timeout(self._limits.timeout_seconds):
+                await self._fetch_content(attachment, filename, tenant, sink)
+        except TimeoutError:
+            raise TemporaryFailure(f"Attachment {filename} fetch timed out") from None
 
     async def _fetch_content(
-        self, attachment: Mapping[str, Any], filename: str, tenant: TenantSource
-    ) -> bytes:
+        self, attachment: Mapping[str, Any], filename: str, tenant: TenantSource, sink: _Sink
+    ) -> None:
         path = str(attachment.get("storage_path") or "")
         mode = attachment.get("fetch_mode") or infer_mode(path)
         if mode == "base64":
-            return self._decode_base64(path, filename)
+            sink.write(self._decode_base64(path, sink))
+            return
         if mode == "filesystem":
-            return await self._read_file(path, filename)
+            await self._read_file(path, filename, sink)
+            return
         override = attachment.get("auth")
         if mode == "http_url":
             # The attachment's own `auth` is meant for its URL; the tenant's only for its origin.
@@ -129,7 +216,8 @@ class AttachmentFetcher:
                 headers = auth_headers(override)
             else:
                 headers = auth_headers(tenant.auth) if same_origin(path, tenant.base_url) else {}
-            return await self._download("GET", path, filename, headers=headers)
+            await self._download("GET", path, filename, sink, headers=headers)
+            return
         if mode == "endpoint":
             if not tenant.base_url:
                 raise PermanentFailure(
@@ -137,22 +225,25 @@ class AttachmentFetcher:
                 )
             url = join_url(tenant.base_url, tenant.attachment_path, DEFAULT_ATTACHMENT_PATH)
             headers = auth_headers(override if override is not None else tenant.auth)
-            return await self._download(
-                "POST", url, filename, headers=headers, json={"storage_path": path}
+            await self._download(
+                "POST", url, filename, sink, headers=headers, json={"storage_path": path}
             )
+            return
         raise PermanentFailure(f"Unknown fetch_mode {mode!r} for attachment {filename}")
 
-    def _decode_base64(self, data: str, filename: str) -> bytes:
+    @staticmethod
+    def _decode_base64(data: str, sink: _Sink) -> bytes:
         text = "".join(data.removeprefix("base64:").split())
         text += "=" * (-len(text) % 4)
-        self._check_size(filename, len(text) * 3 // 4)
+        if len(text) * 3 // 4 > sink.limit:
+            raise PermanentFailure(f"Attachment {sink.filename} is larger than {sink.limit} bytes")
         try:
             return binascii.a2b_base64(text, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise PermanentFailure(f"Invalid base64 content: {exc}") from exc
 
-    async def _read_file(self, path: str, filename: str) -> bytes:
-        def read() -> bytes:
+    async def _read_file(self, path: str, filename: str, sink: _Sink) -> None:
+        def read() -> None:
             target = Path(path)
             if not target.is_absolute():
                 raise PermanentFailure(f"Attachment {filename}: path must be absolute")
@@ -166,23 +257,27 @@ class AttachmentFetcher:
                 )
             if not resolved.is_file():
                 raise PermanentFailure(f"Attachment {filename}: not a regular file")
-            self._check_size(filename, resolved.stat().st_size)
+            if resolved.stat().st_size > sink.limit:
+                raise PermanentFailure(f"Attachment {filename} is larger than {sink.limit} bytes")
             try:
-                return resolved.read_bytes()
+                with resolved.open("rb") as fh:
+                    while chunk := fh.read(_READ_CHUNK):
+                        sink.write(chunk)
             except OSError as exc:
                 raise TemporaryFailure(f"Attachment {filename}: cannot read file") from exc
 
-        return await asyncio.to_thread(read)
+        await asyncio.to_thread(read)
 
     async def _download(
         self,
         method: str,
         url: str,
         filename: str,
+        sink: _Sink,
         *,
         headers: dict[str, str],
         json: object = None,
-    ) -> bytes:
+    ) -> None:
         try:
             async with self._http.stream(method, url, headers=headers, json=json) as response:
                 if 400 <= response.status_code < 500:
@@ -193,13 +288,8 @@ class AttachmentFetcher:
                     raise TemporaryFailure(
                         f"Attachment fetch failed for {filename}: HTTP {response.status_code}"
                     )
-                chunks: list[bytes] = []
-                size = 0
                 async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    self._check_size(filename, size)
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                    sink.write(chunk)
         except OutboundPermanent as exc:
             raise PermanentFailure(f"Attachment fetch failed for {filename}: {exc}") from exc
         except OutboundError as exc:

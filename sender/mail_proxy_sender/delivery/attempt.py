@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mail_proxy.db.bounce_routing import BounceRouting
@@ -21,10 +21,13 @@ from mail_proxy.db.outcomes import Outcome
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
 from mail_proxy.intake import RECIPIENT_SUPPRESSED, SUPPRESSED_KEY
+from mail_proxy.large_files.footer import with_footer
+from mail_proxy.large_files.policy import LargeFilePolicy
 from mail_proxy.metrics import Metrics
-from mail_proxy.mime import MessageBuildError, WireMessage, build_message
+from mail_proxy.mime import AttachmentPart, MessageBuildError, WireMessage, build_message
 from mail_proxy.redact import open_client_auth
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
+from mail_proxy_sender.attachments.offload import MessageRef, Offloader
 from mail_proxy_sender.delivery.failures import (
     DeliveryFailure,
     PermanentFailure,
@@ -53,8 +56,10 @@ class Deliverer:
         metrics: Metrics,
         on_throttled: Callable[[Job], Awaitable[None]],
         routing: Callable[[], BounceRouting | None] = lambda: None,
+        offloader: Offloader | None = None,
     ) -> None:
         self._fetcher = fetcher
+        self._offloader = offloader
         self._box = box
         self._retry = retry
         self._writer = writer
@@ -142,9 +147,8 @@ class Deliverer:
             raise TemporaryFailure(f"Cannot read the attachment credentials: {exc}") from exc
 
     async def _prepare(self, job: Job, tenant: TenantSource) -> WireMessage:
-        payload = job.message.payload
-        attachments = [self._opened(a) for a in payload.get("attachments") or ()]
-        parts = await self._fetcher.fetch_all(attachments, tenant) if attachments else []
+        attachments = [self._opened(a) for a in job.message.payload.get("attachments") or ()]
+        parts, payload = await self._attachments(job, tenant, attachments)
         routing = self._routing()
         token = routing.token(job.message.pk) if routing is not None else None
         try:
@@ -170,6 +174,35 @@ class Deliverer:
                 raise PermanentFailure(RECIPIENT_SUPPRESSED)
             wire = dataclasses.replace(wire, recipients=recipients)
         return wire
+
+    async def _attachments(
+        self, job: Job, tenant: TenantSource, attachments: list[dict[str, Any]]
+    ) -> tuple[list[AttachmentPart], Mapping[str, Any]]:
+        """The parts to attach and the payload to build from (with the large-file footer)."""
+        payload = job.message.payload
+        if not attachments:
+            return [], payload
+        policy = self._large_file_policy(job)
+        if policy is None or self._offloader is None:
+            return await self._fetcher.fetch_all(attachments, tenant), payload
+        message = MessageRef(job.message.tenant_id, job.message.pk, job.message.id)
+        prepared = await self._offloader.prepare(attachments, tenant, policy, message)
+        return prepared.parts, with_footer(payload, prepared.links)
+
+    @staticmethod
+    def _large_file_policy(job: Job) -> LargeFilePolicy | None:
+        try:
+            return LargeFilePolicy.from_config(job.account["large_file_config"])
+        except (ValueError, TypeError) as exc:
+            log.error(
+                "unusable large_file_config; attachments are sent normally",
+                extra={
+                    "action": "large_file_config_invalid",
+                    "tenant_id": job.message.tenant_id,
+                    "reason": str(exc),
+                },
+            )
+            return None
 
     async def _send(
         self, job: Job, target: SmtpTarget, conn: SmtpConnection | None, wire: WireMessage

@@ -30,6 +30,7 @@ class Api:
     admin_token: str
     pool: asyncpg.Pool
     box: SecretBox
+    metrics: Metrics
 
     def admin(self) -> dict[str, str]:
         return {"X-API-Token": self.admin_token}
@@ -51,7 +52,11 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def running_api(
-    dsn: str, *, settings: Settings | None = None, key: bytes | None = None
+    dsn: str,
+    *,
+    settings: Settings | None = None,
+    key: bytes | None = None,
+    download_secret: bytes | None = None,
 ) -> AsyncIterator[Api]:
     settings = settings or Settings()
     pool = await create_pool(dsn, max_size=5)
@@ -59,13 +64,22 @@ async def running_api(
         token = await ensure_admin_token(conn)
     assert token is not None
     box = SecretBox(key)
-    app = create_app(ApiContext(settings=settings, pool=pool, box=box, metrics=Metrics()))
+    metrics = Metrics()
+    app = create_app(
+        ApiContext(
+            settings=settings,
+            pool=pool,
+            box=box,
+            metrics=metrics,
+            download_secret=download_secret,
+        )
+    )
     try:
         async with (
             serving(app) as port,
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
         ):
-            yield Api(client=client, admin_token=token, pool=pool, box=box)
+            yield Api(client=client, admin_token=token, pool=pool, box=box, metrics=metrics)
     finally:
         try:
             # A test that fails while holding a connection must not hang the suite here.

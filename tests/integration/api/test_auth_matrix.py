@@ -48,6 +48,9 @@ ROUTES = [
     Route("GET", "/docs", "public"),
     Route("GET", "/redoc", "public"),
     Route("GET", "/openapi.json", "public"),
+    # The signed link is the credential; this API has no download secret, hence 503 for all.
+    Route("GET", "/download/{token}/{filename}", "public", ok=503),
+    Route("HEAD", "/download/{token}/{filename}", "public", ok=503),
     Route("GET", "/status", "auth"),
     Route("POST", "/commands/run-now", "auth"),
     Route(

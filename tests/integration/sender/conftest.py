@@ -160,12 +160,21 @@ async def world(dsn: str) -> AsyncIterator[World]:
 
 @contextlib.asynccontextmanager
 async def running_sender(
-    world: World, *, owner: str | None = None, **overrides: Any
+    world: World,
+    *,
+    owner: str | None = None,
+    download_secret: bytes | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[SenderContext]:
     settings = Settings(**{**FAST, **overrides})
     pool = await create_pool(world.dsn, max_size=6)
     ctx = SenderContext(
-        settings=settings, pool=pool, box=world.box, metrics=Metrics(), dsn=world.dsn
+        settings=settings,
+        pool=pool,
+        box=world.box,
+        metrics=Metrics(),
+        dsn=world.dsn,
+        download_secret=download_secret,
     )
     if owner is not None:
         ctx.owner = owner

@@ -1,0 +1,100 @@
+"""Large files end to end: a sender (with its SMTP sink) and an API serving the links, on one
+test database, with `file://` storage in the test's folder or S3 on a loopback moto server."""
+
+from __future__ import annotations
+
+import base64
+import email
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mail_proxy.encryption import decode_key, generate_key
+from tests.integration.api.conftest import Api, running_api
+from tests.integration.sender.conftest import World, eventually, running_sender, world
+from tests.integration.sender.servers import SmtpSink, smtp_server
+
+__all__ = ["world"]  # the sender tests' fixture, used here too
+
+SECRET = b"test-download-secret-0123456789-abcdef"
+LINK = re.compile(r"(https?://\S+/download/[^\s\"<>]+)")
+
+
+def b64(data: bytes) -> str:
+    return "base64:" + base64.b64encode(data).decode()
+
+
+@dataclass
+class Offload:
+    world: World
+    api: Api
+    store: Path
+
+    @property
+    def base_url(self) -> str:
+        return str(self.api.client.base_url).rstrip("/")
+
+    async def tenant(self, **config: Any) -> None:
+        config = {
+            "enabled": True,
+            "max_size_mb": 0.1,
+            "storage_url": f"file://{self.store}",
+            "public_base_url": self.base_url,
+            "action": "rewrite",
+            **config,
+        }
+        await self.world.tenant("acme", large_file_config=config)
+
+    async def send(
+        self,
+        attachments: list[dict[str, Any]],
+        *,
+        sink: SmtpSink | None = None,
+        message: dict[str, Any] | None = None,
+        secret: bytes | None = SECRET,
+        **settings: Any,
+    ) -> tuple[SmtpSink, Any]:
+        """Send one message `m1` through a real sender; the sink and the sender's context."""
+        sink = sink or SmtpSink()
+        async with smtp_server(sink) as port:
+            await self.world.account("acme", "smtp1", port)
+            await self.world.enqueue(
+                "acme", "smtp1", {"id": "m1", "attachments": attachments, **(message or {})}
+            )
+            async with running_sender(self.world, download_secret=secret, **settings) as ctx:
+                await eventually(self.final)
+        return sink, ctx
+
+    async def final(self) -> bool:
+        state = (await self.world.message("acme", "m1"))["state"]
+        return bool(state in ("sent", "error", "deferred"))
+
+
+@pytest.fixture
+async def offload(world: World, tmp_path: Path) -> AsyncIterator[Offload]:
+    async with running_api(
+        world.dsn, key=decode_key(generate_key()), download_secret=SECRET
+    ) as api:
+        yield Offload(world, api, tmp_path / "store")
+
+
+def received(sink: SmtpSink, index: int = 0) -> EmailMessage:
+    msg = email.message_from_bytes(sink.received[index].data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def body_text(msg: EmailMessage, subtype: str = "plain") -> str:
+    part = msg.get_body(preferencelist=(subtype,))
+    assert part is not None
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+def links(text: str) -> list[str]:
+    return LINK.findall(text)
