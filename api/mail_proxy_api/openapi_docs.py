@@ -442,6 +442,23 @@ OPERATIONS: dict[str, OperationDoc] = {
         f"Queue again the deliveries that gave up. {TENANT_SCOPE} {TOKEN}",
         response={"requeued": 3},
     ),
+    "GET /download/{token}/{filename}": OperationDoc(
+        "Download an offloaded attachment",
+        "The file behind a large-attachment link in a sent message (tenant `large_file_config` "
+        "with `action: rewrite`), streamed from storage. No token: the signed link is the "
+        "credential. One `Range: bytes=...` gives 206; 404 for a link not signed by this "
+        "service, 410 once it expired or its lifespan after the first download ended, 503 "
+        "without `GMP_DOWNLOAD_SECRET`.",
+        response="<the file's bytes>",
+        media_type="application/octet-stream",
+    ),
+    "HEAD /download/{token}/{filename}": OperationDoc(
+        "Check an offloaded attachment",
+        "The headers a GET would answer (Content-Length, Content-Disposition, Accept-Ranges, "
+        "ETag) without the body; does not count as a download.",
+        response="",
+        media_type="application/octet-stream",
+    ),
 }
 
 
