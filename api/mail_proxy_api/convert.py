@@ -54,6 +54,7 @@ def account_info(row: asyncpg.Record) -> AccountInfo:
         use_tls=row["use_tls"],
         tls_verify=row["tls_verify"],
         batch_size=row["batch_size"],
+        max_connections=row["max_connections"],
         created_at=iso(row["created_at"]),
         updated_at=iso(row["updated_at"]),
         is_pec_account=row["is_pec_account"],

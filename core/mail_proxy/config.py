@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     retry_jitter_ratio: float = 0.1
     sender_metrics_port: int = 9100
     # SMTP: a pool of connections per account, reused while they are fresh.
-    smtp_connections_per_account: int = 10
+    # At most this many connections per account in one process (unset: only the account's
+    # global `max_connections` applies, counted across every sender).
+    smtp_connections_per_account: int | None = None
     smtp_idle_seconds: float = 30.0
     smtp_timeout_seconds: float = 30.0
     smtp_ca_file: Path | None = None
@@ -268,8 +270,8 @@ class Settings(BaseSettings):
         "large_file_cleanup_batch",
     )
     @classmethod
-    def _positive_delivery(cls, value: float) -> float:
-        if value <= 0:
+    def _positive_delivery(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
             raise ValueError("must be positive")
         return value
 

@@ -167,6 +167,7 @@ class SmtpAccountSpec(_Spec):
     password_secret_ref: SecretKeyRef | None = None
     limits: LimitsSpec = LimitsSpec()
     batch_size: int | None = Field(default=None, ge=1)
+    max_connections: int = Field(default=20, ge=1, le=1000)
     pec: PecSpec | None = None
     deletion_policy: DeletionPolicy = "Delete"
 
@@ -202,6 +203,7 @@ class SmtpAccountSpec(_Spec):
             "use_tls": self.tls != "none",
             "tls_verify": self.tls_verify,
             "batch_size": self.batch_size,
+            "max_connections": self.max_connections,
             "is_pec_account": bool(self.pec and self.pec.enabled),
             "imap_host": imap.host if imap else None,
             "imap_port": imap.port if imap else 993,

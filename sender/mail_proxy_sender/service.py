@@ -26,6 +26,7 @@ from mail_proxy_sender.attachments.cache import AttachmentCache, CacheLimits
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, FetchLimits
 from mail_proxy_sender.attachments.offload import Offloader
 from mail_proxy_sender.delivery.attempt import Deliverer
+from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
 from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
@@ -92,7 +93,15 @@ async def _precreate_series(ctx: SenderContext) -> None:
 async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     s = ctx.settings
     wakeups = Wakeups(ctx.dsn)
-    keeper = LeaseKeeper(ctx.pool, owner=ctx.owner, lease_seconds=s.lease_seconds)
+    slots = ConnectionSlots(
+        ctx.pool,
+        owner=ctx.owner,
+        lease_seconds=s.lease_seconds,
+        per_process_limit=s.smtp_connections_per_account,
+    )
+    keeper = LeaseKeeper(
+        ctx.pool, owner=ctx.owner, lease_seconds=s.lease_seconds, also_renew=slots.renew
+    )
     # Every call a tenant can point somewhere goes through the SSRF guard.
     attachment_http = OutboundClient(s.outbound_policy, follow_redirects=True, max_redirects=5)
     sync_http = OutboundClient(s.outbound_policy, follow_redirects=False)
@@ -124,6 +133,9 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         if dispatcher is not None:
             await dispatcher.on_throttled(job)
 
+    async def on_too_many_connections(job: Job) -> bool:
+        return dispatcher is not None and await dispatcher.on_too_many_connections(job)
+
     deliverer = Deliverer(
         fetcher=fetcher,
         box=ctx.box,
@@ -137,6 +149,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         ),
         metrics=ctx.metrics,
         on_throttled=on_throttled,
+        on_too_many_connections=on_too_many_connections,
         routing=lambda: routing.current,
         offloader=Offloader(
             fetcher=fetcher,
@@ -147,7 +160,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         ),
     )
     dispatcher = Dispatcher(
-        DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner, keeper),
+        DispatcherDeps(ctx.pool, s, ctx.metrics, ctx.owner, keeper, slots),
         deliver=deliverer,
         wake=wakeups.work,
     )
@@ -214,6 +227,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         for task in parts:
             task.cancel()
         await asyncio.gather(*parts, writer_task, return_exceptions=True)
+        await slots.close()
         await attachment_http.aclose()
         await sync_http.aclose()
         await webhook_http.aclose()

@@ -27,6 +27,9 @@ class AccountPayload(BaseModel):
     use_tls: bool | None = None
     tls_verify: bool = True
     batch_size: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    # SMTP connections to this account's server at a time, across every sender (default 20,
+    # as Postfix's per-destination concurrency).
+    max_connections: int = Field(default=20, ge=1, le=1000)
     is_pec_account: bool = False
     imap_host: str | None = None
     imap_port: int | None = Field(default=None, ge=1, le=65535)
@@ -50,6 +53,7 @@ class AccountInfo(BaseModel):
     use_tls: bool | None = None
     tls_verify: bool = True
     batch_size: int | None = None
+    max_connections: int = 20
     created_at: str | None = None
     updated_at: str | None = None
     is_pec_account: bool = False

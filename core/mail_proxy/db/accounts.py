@@ -20,6 +20,7 @@ WRITABLE = (
     "use_tls",
     "tls_verify",
     "batch_size",
+    "max_connections",
     "is_pec_account",
     "imap_host",
     "imap_port",
@@ -47,6 +48,7 @@ _DEFAULTS: dict[str, Any] = {
     "imap_port": 993,
     "imap_folder": "INBOX",
     "imap_ssl": True,
+    "max_connections": 20,
 }
 
 

@@ -36,7 +36,7 @@ def _ready(codes: str) -> str:
 
 
 _READY_ACCOUNTS = f"""
-SELECT a.pk, a.tenant_id,
+SELECT a.pk, a.tenant_id, a.max_connections,
        EXISTS (SELECT 1 FROM messages m WHERE m.account_pk = a.pk AND m.priority = 0
                AND {_ready("tn.codes")}) AS urgent
 FROM accounts a
@@ -54,7 +54,7 @@ WHERE tn.active AND tn.suspended_batches IS DISTINCT FROM '*'
 _LOCK_ACCOUNT = """
 SELECT a.pk, a.id, a.tenant_id, a.host, a.port, a.username, a.password, a.use_tls,
        a.tls_verify, a.ttl, a.limit_per_minute, a.limit_per_hour, a.limit_per_day,
-       a.limit_behavior, a.batch_size, a.throttle_until, a.rate_free_at,
+       a.limit_behavior, a.batch_size, a.throttle_until, a.rate_free_at, a.max_connections,
        t.name AS tenant_name, t.active, t.suspended_batches, t.rate_limits,
        t.client_base_url, t.client_attachment_path, t.client_auth, t.large_file_config
 FROM accounts a JOIN tenants t ON t.id = a.tenant_id
@@ -119,6 +119,7 @@ class ReadyAccount:
     account_pk: int
     tenant_id: str
     urgent: bool  # has ready priority-0 work
+    max_connections: int = 20
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class AccountLease:
 async def ready_accounts(conn: asyncpg.Connection, *, now: float) -> list[ReadyAccount]:
     """Accounts with ready work right now (any order; the caller decides fairness)."""
     rows = await conn.fetch(_READY_ACCOUNTS, int(now))
-    return [ReadyAccount(r["pk"], r["tenant_id"], r["urgent"]) for r in rows]
+    return [ReadyAccount(r["pk"], r["tenant_id"], r["urgent"], r["max_connections"]) for r in rows]
 
 
 def _codes(suspended: str | None) -> list[str]:

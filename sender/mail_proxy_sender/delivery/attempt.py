@@ -33,6 +33,7 @@ from mail_proxy_sender.delivery.failures import (
     PermanentFailure,
     TemporaryFailure,
     Throttled,
+    TooManyConnections,
 )
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
@@ -55,6 +56,7 @@ class Deliverer:
         smtp_options: SmtpOptions,
         metrics: Metrics,
         on_throttled: Callable[[Job], Awaitable[None]],
+        on_too_many_connections: Callable[[Job], Awaitable[bool]],
         routing: Callable[[], BounceRouting | None] = lambda: None,
         offloader: Offloader | None = None,
     ) -> None:
@@ -67,6 +69,7 @@ class Deliverer:
         self._options = smtp_options
         self._metrics = metrics
         self._on_throttled = on_throttled
+        self._on_too_many_connections = on_too_many_connections
         self._routing = routing
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
@@ -107,6 +110,8 @@ class Deliverer:
             await self._fail(job, failure)
             return conn
         conn, result = await self._send(job, target, conn, wire)
+        if isinstance(result, TooManyConnections) and await self._on_too_many_connections(job):
+            return None  # the job waits for a connection already open
         if isinstance(result, DeliveryFailure):
             await self._fail(job, result)
             return conn
@@ -215,8 +220,7 @@ class Deliverer:
             conn = None
         try:
             if conn is None:
-                conn = SmtpConnection(target, self._options)
-                await conn.open()
+                conn = await self._open(target)
             started = time.perf_counter()
             try:
                 refused = await conn.send(wire)
@@ -225,14 +229,24 @@ class Deliverer:
                     raise
                 # A kept connection that died while idle is not the message's fault.
                 await conn.close()
-                conn = SmtpConnection(target, self._options)
-                await conn.open()
+                conn = None
+                conn = await self._open(target)
                 started = time.perf_counter()
                 refused = await conn.send(wire)
         except DeliveryFailure as failure:
             return await self._worth_keeping(conn, failure), failure
         self._metrics.smtp_latency.labels(job.account["id"]).observe(time.perf_counter() - started)
         return conn, refused
+
+    async def _open(self, target: SmtpTarget) -> SmtpConnection:
+        conn = SmtpConnection(target, self._options)
+        try:
+            await conn.open()
+        except Throttled as failure:
+            if failure.smtp_code == 421:
+                raise TooManyConnections(failure.reason, smtp_code=421) from failure
+            raise
+        return conn
 
     @staticmethod
     async def _worth_keeping(

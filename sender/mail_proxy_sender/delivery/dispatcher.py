@@ -33,6 +33,7 @@ from mail_proxy.db.leases import (
 )
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.metrics import Metrics
+from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
 from mail_proxy_sender.delivery.lanes import AccountLane, Deliver, Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.waiting import first_of
@@ -49,6 +50,7 @@ class DispatcherDeps:
     metrics: Metrics
     owner: str
     keeper: LeaseKeeper
+    slots: ConnectionSlots
 
 
 def fair_order(accounts: list[ReadyAccount], rotation: int) -> list[ReadyAccount]:
@@ -73,6 +75,7 @@ class Dispatcher:
         self._deliver = deliver
         self._wake = wake
         self._lanes: dict[int, AccountLane] = {}
+        self._refill_below: dict[int, int] = {}
         self._rotation = 0
         # Expired leases are looked for often, so a dead sender's work resumes within about
         # `lease_seconds` of its death (the query reads a small partial index).
@@ -119,10 +122,14 @@ class Dispatcher:
             lane = self._lanes.get(account.account_pk)
             if self.in_flight >= cap:
                 break
-            if lane is not None and lane.queued >= self._d.settings.batch_size_per_account:
+            if lane is not None and lane.queued >= self._batch(account):
                 continue
             leased += await self._lease(account, max_priority=None)
         return leased
+
+    def _batch(self, account: ReadyAccount) -> int:
+        """Messages to lease at a time: enough to keep every allowed connection busy."""
+        return max(self._d.settings.batch_size_per_account, account.max_connections)
 
     async def _lease(self, account: ReadyAccount, *, max_priority: int | None) -> int:
         s = self._d.settings
@@ -133,7 +140,7 @@ class Dispatcher:
                 conn,
                 account_pk=account.account_pk,
                 owner=self._d.owner,
-                default_batch=s.batch_size_per_account,
+                default_batch=self._batch(account),
                 lease_seconds=s.lease_seconds,
                 now=now,
                 max_priority=max_priority,
@@ -175,31 +182,34 @@ class Dispatcher:
         for message in lease.messages:
             self._d.metrics.queue_age.observe(max(0.0, now - message.created_ts))
             jobs.append(Job(message, account, labels))
-        self._lane(account["pk"]).submit(jobs)
+        self._lane(account["pk"], refill_below=len(jobs) // 2).submit(jobs)
 
-    def _lane(self, account_pk: int) -> AccountLane:
+    def _lane(self, account_pk: int, *, refill_below: int) -> AccountLane:
         lane = self._lanes.get(account_pk)
         if lane is None:
-            s = self._d.settings
             lane = AccountLane(
                 account_pk,
                 deliver=self._deliver,
-                max_connections=s.smtp_connections_per_account,
-                idle_seconds=s.smtp_idle_seconds,
+                slots=self._d.slots,
+                idle_seconds=self._d.settings.smtp_idle_seconds,
                 on_done=lambda: self._lane_progress(account_pk),
             )
             self._lanes[account_pk] = lane
+        self._refill_below[account_pk] = max(
+            refill_below, self._d.settings.batch_size_per_account // 2
+        )
         return lane
 
     def _lane_progress(self, account_pk: int) -> None:
         lane = self._lanes.get(account_pk)
         # Refill when the lane's queue runs low, not on every message.
-        if lane is not None and lane.queued <= self._d.settings.batch_size_per_account // 2:
+        if lane is not None and lane.queued <= self._refill_below.get(account_pk, 0):
             self._wake.set()
 
     def _forget_idle_lanes(self) -> None:
         for pk in [pk for pk, lane in self._lanes.items() if lane.idle]:
             del self._lanes[pk]
+            self._refill_below.pop(pk, None)
 
     async def on_throttled(self, job: Job) -> None:
         """The server said 421/451: back the account off and give back what waits for it."""
@@ -228,6 +238,20 @@ class Dispatcher:
             "account throttled by its server",
             extra={"action": "throttled", "account_id": job.account["id"], "until": until},
         )
+
+    async def on_too_many_connections(self, job: Job) -> bool:
+        """A new connection was refused with 421: lower the account's cap for a while and put
+        the job back for a connection already open. False when this lane has no other
+        connection (then the failure is handled like any 421)."""
+        lane = self._lanes.get(job.message.account_pk)
+        if lane is None or lane.connections <= 1:
+            return False
+        await self._d.slots.lower_cap(
+            job.message.account_pk, for_seconds=self._d.settings.throttle_base_seconds
+        )
+        lane.requeue(job)
+        lane.retire_one()
+        return True
 
     async def _reclaim(self) -> None:
         try:

@@ -5,6 +5,8 @@
     ├── TemporaryFailure      retry with the delay table: SMTP 4xx, timeouts, connection errors,
     │   │                     attachment sources that failed other than with a 4xx
     │   └── Throttled         SMTP 421/451: also slow the whole account down for a while
+    │       └── TooManyConnections  421 while opening a connection: the server limits how
+    │                         many we hold; the account's connection cap drops for a while
     └── PermanentFailure      give up now: SMTP 5xx, authentication, TLS/certificates, a payload
                               that cannot become a message, an attachment source answering 4xx
 
@@ -44,6 +46,10 @@ class TemporaryFailure(DeliveryFailure):
 
 class Throttled(TemporaryFailure):
     """The server asked us to slow down (421/451)."""
+
+
+class TooManyConnections(Throttled):
+    """421 at connect time (greeting, EHLO, AUTH): fewer connections, not fewer messages."""
 
 
 class PermanentFailure(DeliveryFailure):

@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """An account's lane: its leased messages in priority order, and its SMTP connections.
 
-Each lane has a priority queue of jobs and up to `max_connections` workers; a worker owns one
-SMTP connection and reuses it message after message until it is older than the account's
-`ttl`, breaks, or the worker has been idle `idle_seconds` (then it closes it and ends). The
+Each lane has a priority queue of jobs and as many workers as there are queued jobs, within
+the account's global connection cap: before starting workers the lane takes connection slots
+(`ConnectionSlots`, counted across every sender in Postgres); a worker holds one slot and one
+SMTP connection, and reuses it message after message until it is older than the account's
+`ttl`, breaks, or the worker has been idle `idle_seconds` (then it closes it, gives the slot
+back and ends). When no slot is free the lane asks again a moment later. The
 queue is ordered by (priority, arrival), so a priority-0 message leased while the lane is busy
 goes ahead of every lower-priority message still waiting: it waits at most for the sends
 already in progress.
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mail_proxy.db.leases import LeasedMessage
+from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
 from mail_proxy_sender.delivery.smtp_client import SmtpConnection
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ class Job:
 
 
 Deliver = Callable[[Job, SmtpConnection | None], Awaitable[SmtpConnection | None]]
+_SLOT_RETRY_SECONDS = 0.5
 
 
 class AccountLane:
@@ -44,17 +49,20 @@ class AccountLane:
         account_pk: int,
         *,
         deliver: Deliver,
-        max_connections: int,
+        slots: ConnectionSlots,
         idle_seconds: float,
         on_done: Callable[[], None],
     ) -> None:
         self.account_pk = account_pk
         self._deliver = deliver
-        self._max = max_connections
+        self._slots = slots
         self._idle_seconds = idle_seconds
         self._on_done = on_done
         self._queue: asyncio.PriorityQueue[tuple[int, int, Job]] = asyncio.PriorityQueue()
         self._workers: dict[asyncio.Task[None], Job | None] = {}
+        self._growing: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._retire = 0  # workers asked to end after their current job (cap lowered)
         self._closed = False
 
     @property
@@ -70,20 +78,56 @@ class AccountLane:
         return self.queued + self.in_progress
 
     @property
+    def connections(self) -> int:
+        return len(self._workers)
+
+    @property
     def idle(self) -> bool:
-        return not self._workers and self._queue.empty()
+        return not self._workers and self._queue.empty() and self._growing is None
 
     def submit(self, jobs: list[Job]) -> None:
         for job in jobs:
             self._queue.put_nowait((job.message.priority, job.seq, job))
         self._scale()
 
+    def requeue(self, job: Job) -> None:
+        """Put a job back unstarted (its connection was refused with 421 "too many")."""
+        self._queue.put_nowait((job.message.priority, job.seq, job))
+
+    def retire_one(self) -> None:
+        """One worker ends after its current job, giving its connection slot back."""
+        self._retire += 1
+
     def _scale(self) -> None:
+        if self._closed or self._growing is not None:
+            return
         waiting_workers = sum(1 for job in self._workers.values() if job is None)
-        wanted = min(self._max - len(self._workers), self._queue.qsize() - waiting_workers)
-        for _ in range(max(0, wanted)):
+        wanted = self._queue.qsize() - waiting_workers
+        if wanted > 0:
+            self._growing = asyncio.create_task(self._grow(wanted), name=f"grow-{self.account_pk}")
+
+    async def _grow(self, wanted: int) -> None:
+        """Take up to `wanted` slots and start one worker per slot granted."""
+        try:
+            granted = await self._slots.acquire(self.account_pk, wanted)
+        finally:
+            self._growing = None
+        if self._closed:
+            if granted:
+                await self._slots.release(self.account_pk, granted)
+            return
+        for _ in range(granted):
             task = asyncio.create_task(self._work(), name=f"lane-{self.account_pk}")
             self._workers[task] = None
+        if granted < wanted and not self._queue.empty() and self._retry is None:
+            # At the cap (or the database is away): ask again shortly.
+            self._retry = asyncio.get_running_loop().call_later(
+                _SLOT_RETRY_SECONDS, self._retry_scale
+            )
+
+    def _retry_scale(self) -> None:
+        self._retry = None
+        self._scale()
 
     def take_queued(self) -> list[Job]:
         """Remove and return every job not started yet."""
@@ -99,6 +143,12 @@ class AccountLane:
         gives them back to the queue).
         """
         self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._growing is not None:
+            self._growing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._growing
         jobs = self.take_queued()
         for task, job in list(self._workers.items()):
             if job is None:
@@ -137,10 +187,14 @@ class AccountLane:
                 finally:
                     self._workers[me] = None
                     self._on_done()
+                if self._retire:
+                    self._retire -= 1
+                    break
         finally:
             self._workers.pop(me, None)
-            if not self._closed and not self._queue.empty():
-                self._scale()  # work arrived as this worker timed out: hand it on
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(conn.close())
+            await asyncio.shield(self._slots.release(self.account_pk))
+            if not self._closed and not self._queue.empty():
+                self._scale()  # work arrived as this worker timed out: hand it on

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 
@@ -31,8 +31,16 @@ _DB_ERRORS = DATABASE_ERRORS
 
 
 class LeaseKeeper:
-    def __init__(self, pool: asyncpg.Pool, *, owner: str, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        owner: str,
+        lease_seconds: float,
+        also_renew: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    ) -> None:
         self._pool = pool
+        self._also_renew = also_renew  # other leases of this sender (connection slots)
         self._owner = owner
         self._lease = float(lease_seconds)
         self._margin = self._lease / 5
@@ -63,15 +71,16 @@ class LeaseKeeper:
     async def renew(self) -> bool:
         """Extend every held lease now; returns False when Postgres could not be reached."""
         pks = list(self._valid_until)
-        if not pks:
-            self.renewals_failed = 0
-            return True
         started = time.monotonic()
+        renewed: set[int] = set()
         try:
             async with self._pool.acquire() as conn:
-                renewed = await renew_leases(
-                    conn, message_pks=pks, owner=self._owner, lease_seconds=self._lease
-                )
+                if pks:
+                    renewed = await renew_leases(
+                        conn, message_pks=pks, owner=self._owner, lease_seconds=self._lease
+                    )
+                if self._also_renew is not None:
+                    await self._also_renew(conn)
         except _DB_ERRORS as exc:
             self.renewals_failed += 1
             log.warning(

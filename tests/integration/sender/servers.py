@@ -79,6 +79,8 @@ class SmtpSink:
     rcpts_seen: list[str] = field(default_factory=list)  # every RCPT TO, whatever the answer
     active: int = 0  # connections open now
     peak_active: int = 0  # most connections open at once
+    connection_limit: int | None = None  # beyond it, a new connection gets 421, hang-up
+    refused_connections: int = 0
 
     def _hangup(self, server: SMTP, stage: str) -> str | None:
         if self.hangup_at != stage or self.hangups_left == 0:
@@ -210,6 +212,9 @@ async def smtp_server(
 
     def protocol() -> asyncio.Protocol:
         sink.connections += 1
+        if sink.connection_limit is not None and sink.active >= sink.connection_limit:
+            sink.refused_connections += 1
+            return _RefuseAtConnect("421 4.7.0 Too many connections, try later")
         if sink.hangup_at == "connect" and sink.hangups_left != 0:
             if sink.hangups_left is not None:
                 sink.hangups_left -= 1

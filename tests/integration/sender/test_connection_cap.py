@@ -1,0 +1,98 @@
+"""The account's global SMTP connection cap: `max_connections`, counted in Postgres across every
+sender process, never exceeded; a 421 at connect time lowers it for a while; within it, a
+sender opens as many connections as it has ready work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.sender.conftest import World, eventually, running_sender
+from tests.integration.sender.processes import sender_processes
+from tests.integration.sender.servers import SmtpSink, smtp_server
+
+
+async def _all_sent(world: World, count: int) -> bool:
+    sent = await world.fetchval("SELECT count(*) FROM messages WHERE state = 'sent'")
+    return int(sent) == count
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_three_senders_never_exceed_the_accounts_max_connections(
+    world: World, tmp_path: Path
+) -> None:
+    sink = SmtpSink(delay_seconds=0.05)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port, max_connections=5)
+        async with sender_processes(
+            3,
+            dsn=world.dsn,
+            key=world.key,
+            log_dir=tmp_path,
+            send_loop_interval_seconds=0.2,
+            smtp_idle_seconds=0.5,  # connections come and go, so slots change hands often
+        ) as procs:
+            await world.enqueue("acme", "smtp1", *({"id": f"m{i:04d}"} for i in range(600)))
+            await eventually(lambda: _all_sent(world, 600), timeout=200, every=0.2)
+            per_process = [await p.sent_total() for p in procs]
+            for proc in procs:
+                await proc.stop()
+    assert sink.peak_active <= 5
+    assert sink.peak_active == 5  # the cap is used, not only respected
+    assert sorted(set(sink.mail_ids())) == [f"m{i:04d}" for i in range(600)]
+    assert sum(1 for n in per_process if n > 0) >= 2, per_process
+    # Stopped senders leave no slot behind.
+    assert await world.fetchval("SELECT coalesce(sum(slots), 0) FROM smtp_connection_slots") == 0
+
+
+async def test_a_sender_opens_as_many_connections_as_it_has_ready_work(world: World) -> None:
+    sink = SmtpSink(delay_seconds=0.5)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port, max_connections=100)
+        await world.enqueue("acme", "smtp1", *({"id": f"m{i}"} for i in range(40)))
+        async with running_sender(world):
+            await eventually(lambda: _all_sent(world, 40), timeout=30)
+    assert sink.peak_active == 40
+
+
+async def test_slots_of_live_senders_count_and_of_dead_ones_do_not(world: World) -> None:
+    sink = SmtpSink(delay_seconds=0.05)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port, max_connections=5)
+        pk = await world.fetchval("SELECT pk FROM accounts WHERE id = 'smtp1'")
+        await world.execute(
+            "INSERT INTO smtp_connection_slots (account_pk, owner, slots, lease_until) VALUES "
+            "($1, 'alive', 4, now() + interval '1 hour'), "
+            "($1, 'dead', 5, now() - interval '1 second')",
+            pk,
+        )
+        await world.enqueue("acme", "smtp1", *({"id": f"m{i}"} for i in range(30)))
+        async with running_sender(world):
+            await eventually(lambda: _all_sent(world, 30), timeout=30)
+    assert sink.peak_active == 1  # 5 - the live sender's 4; the dead sender's rows are ignored
+
+
+async def test_a_421_at_connect_lowers_the_cap_and_loses_nothing(world: World) -> None:
+    # The server takes 3 connections at once and answers 421 to a 4th.
+    sink = SmtpSink(delay_seconds=0.1, connection_limit=3)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port, max_connections=20)
+        await world.enqueue("acme", "smtp1", *({"id": f"m{i:03d}"} for i in range(120)))
+        async with running_sender(world):
+            await eventually(lambda: _all_sent(world, 120), timeout=60)
+            cap = await world.rows(
+                "SELECT connection_cap, connection_cap_until > extract(epoch FROM now()) AS live "
+                "FROM accounts WHERE id = 'smtp1'"
+            )
+    assert sink.refused_connections > 0
+    assert cap[0]["connection_cap"] <= 3
+    assert cap[0]["live"]
+    assert sorted(sink.mail_ids()) == [f"m{i:03d}" for i in range(120)]
+    events = {e["event_type"] for e in await world.events("acme")}
+    assert events == {"sent"}  # nothing was deferred or failed because of the refusals
