@@ -247,6 +247,7 @@ async def test_accounts(api: Api) -> None:
         "limit_behavior": "defer",
         "use_tls": True,
         "tls_verify": True,  # ours
+        "max_connections": 20,  # ours: the global connection cap's default
         "is_pec_account": False,
         "imap_port": 993,
     }

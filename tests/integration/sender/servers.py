@@ -168,7 +168,8 @@ class _Strict(SMTP):  # type: ignore[misc]
         self._sink = sink
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._sink.active += 1
+        # Counted when the connection is accepted (the factory runs for every connection in
+        # a burst before any of them is "made"), so `connection_limit` sees the true number.
         self._sink.peak_active = max(self._sink.peak_active, self._sink.active)
         super().connection_made(transport)
 
@@ -219,6 +220,7 @@ async def smtp_server(
             if sink.hangups_left is not None:
                 sink.hangups_left -= 1
             return _RefuseAtConnect(sink.hangup_reply)
+        sink.active += 1
         smtp = _Strict(
             sink,
             hostname="sink.test",
