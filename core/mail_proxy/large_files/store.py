@@ -63,6 +63,11 @@ class FileStore:
         self.storage_url = storage_url
         self.scheme = scheme_of(storage_url)
         self._options = dict((options or {}).get(self.scheme, {}))
+        if self.scheme == "s3":
+            # Presigned URLs in SigV4 (what every AWS region accepts; valid up to 7 days).
+            config = dict(self._options.get("config_kwargs") or {})
+            config.setdefault("signature_version", "s3v4")
+            self._options["config_kwargs"] = config
         self._fs: fsspec.AbstractFileSystem | None = None
         self._root = ""
 

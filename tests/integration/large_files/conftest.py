@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import base64
 import email
+import os
 import re
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mail_proxy.encryption import decode_key, generate_key
+from tests.conftest import free_port
 from tests.integration.api.conftest import Api, running_api
 from tests.integration.sender.conftest import World, eventually, running_sender, world
 from tests.integration.sender.servers import SmtpSink, smtp_server
@@ -23,7 +29,8 @@ from tests.integration.sender.servers import SmtpSink, smtp_server
 __all__ = ["world"]  # the sender tests' fixture, used here too
 
 SECRET = b"test-download-secret-0123456789-abcdef"
-LINK = re.compile(r"(https?://\S+/download/[^\s\"<>]+)")
+# A link in the text footer (`  - name (x MB): URL`) or the HTML one (`<a href="URL">`).
+LINK = re.compile(r"(?:\): |href=\")(https?://[^\s\"<>]+)")
 
 
 def b64(data: bytes) -> str:
@@ -98,3 +105,62 @@ def body_text(msg: EmailMessage, subtype: str = "plain") -> str:
 
 def links(text: str) -> list[str]:
     return LINK.findall(text)
+
+
+@dataclass
+class S3Server:
+    """A moto S3 server on 127.0.0.1: its URL and the fsspec options that reach it."""
+
+    endpoint_url: str
+
+    @property
+    def options(self) -> dict[str, dict[str, Any]]:
+        return {
+            "s3": {
+                "key": "testing",
+                "secret": "testing",
+                "endpoint_url": self.endpoint_url,
+                "client_kwargs": {"region_name": "us-east-1"},
+            }
+        }
+
+
+@pytest.fixture(scope="module")
+def moto_server() -> Iterator[S3Server]:
+    """`moto_server` (moto[server]) in its own process on a free loopback port, stopped after
+    the module (starting one costs seconds; `moto_s3` empties it for each test)."""
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(url + "/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    pytest.fail("moto_server exited at start")
+                time.sleep(0.05)
+        else:
+            pytest.fail("moto_server did not start")
+        yield S3Server(url)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def moto_s3(moto_server: S3Server) -> S3Server:
+    """The module's moto server, emptied: no bucket or object of an earlier test remains."""
+    httpx.post(moto_server.endpoint_url + "/moto-api/reset", timeout=10).raise_for_status()
+    return moto_server
