@@ -96,6 +96,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.adminToken.existingSecret }}{{ .Values.adminToken.existingSecretKey }}{{ else }}GMP_API_TOKEN{{ end }}
 {{- end }}
 
+{{- define "mail-proxy.downloadSecretName" -}}
+{{- default (printf "%s-download-secret" (include "mail-proxy.fullname" .)) .Values.downloadSecret.existingSecret }}
+{{- end }}
+
+{{- define "mail-proxy.downloadSecretKey" -}}
+{{- if .Values.downloadSecret.existingSecret }}{{ .Values.downloadSecret.existingSecretKey }}{{ else }}GMP_DOWNLOAD_SECRET{{ end }}
+{{- end }}
+
+{{/* What API and sender pods need for large-file links: the signing secret, the public URL. */}}
+{{- define "mail-proxy.downloadEnv" -}}
+- name: GMP_DOWNLOAD_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mail-proxy.downloadSecretName" . }}
+      key: {{ include "mail-proxy.downloadSecretKey" . }}
+{{- with .Values.largeFiles.downloadBaseUrl }}
+- name: GMP_DOWNLOAD_BASE_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{/*
 A value kept across upgrades: the existing Secret's data when the release already made it,
 else a fresh one. (dict "ctx" $ "name" <secret> "key" <data key> "fresh" <base64 value>).
