@@ -18,6 +18,7 @@ from mail_proxy_api.routes import (
     health,
     instance,
     messages,
+    providers,
     suppressions,
     tenants,
     webhooks,
@@ -41,6 +42,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         suppressions,
         webhooks,
         downloads,
+        providers,
     ):
         app.include_router(module.router)
     document_operations(app)

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from mail_proxy.config import Settings
 from mail_proxy.encryption import SecretBox
 from mail_proxy.metrics import Metrics
+from mail_proxy_api.sns import SnsCalls
 
 
 @dataclass
@@ -24,6 +25,8 @@ class ApiContext:
     started_at: float = field(default_factory=time.monotonic)
     # Verifies large-file download links (mail_proxy.large_files.secret); None: route answers 503.
     download_secret: bytes | None = field(default=None, repr=False)
+    # Provider feedback: SNS certificate fetches and subscription confirmations.
+    sns: SnsCalls = field(default_factory=SnsCalls)
 
 
 async def _context(request: Request) -> ApiContext:

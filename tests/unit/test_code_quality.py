@@ -63,12 +63,18 @@ BSL_FILES = {
     "sender/mail_proxy_sender/attachments/offload.py",
     "sender/mail_proxy_sender/maintenance/large_file_cleanup.py",
     "api/mail_proxy_api/routes/downloads.py",
+    # Provider feedback (bounces and complaints from SES, SendGrid, Mailgun, Postmark)
+    "api/mail_proxy_api/routes/providers.py",
+    "api/mail_proxy_api/schemas/providers.py",
+    "api/mail_proxy_api/sns.py",
+    "core/mail_proxy/db/provider_feedback.py",
 }
 # Folders whose every module is BUSL-1.1 (bounce and PEC; large-file offload).
 BSL_FOLDERS = (
     "core/mail_proxy/inbound/",
     "sender/mail_proxy_sender/inbound/",
     "core/mail_proxy/large_files/",
+    "core/mail_proxy/feedback/",
 )
 
 

@@ -6,7 +6,8 @@
 - rate history older than the longest window (a day);
 - the command log, when `command_log_retention_seconds` is set;
 - idempotency keys older than their TTL (`idempotency_ttl_seconds`);
-- finished webhook deliveries (delivered or given up) older than the report retention.
+- finished webhook deliveries (delivered or given up) and the provider notifications already
+  applied (their duplicate guard), older than the report retention.
 
 Deletes run in bounded batches so no statement holds locks for long; one pod purges at a time
 (advisory lock), the others skip.

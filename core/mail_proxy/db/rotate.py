@@ -49,6 +49,7 @@ SECRET_COLUMNS = (
 SECRET_DOCUMENTS = (
     SecretDocument("tenants", "id", "client_auth"),
     SecretDocument("instance", "id", "config", path="client_sync_auth"),
+    SecretDocument("provider_feedback", "pk", "config"),
 )
 
 Transform = Callable[[str], str | None]

@@ -57,6 +57,7 @@ async def running_api(
     settings: Settings | None = None,
     key: bytes | None = None,
     download_secret: bytes | None = None,
+    **ctx_fields: Any,
 ) -> AsyncIterator[Api]:
     settings = settings or Settings()
     pool = await create_pool(dsn, max_size=5)
@@ -72,6 +73,7 @@ async def running_api(
             box=box,
             metrics=metrics,
             download_secret=download_secret,
+            **ctx_fields,
         )
     )
     try:

@@ -1,0 +1,224 @@
+# SPDX-License-Identifier: BUSL-1.1
+"""Provider feedback: bounce and complaint notifications from SES, SendGrid, Mailgun, Postmark.
+
+    POST   /providers/{provider}/{tenant_id}     the provider calls this: verified by its own
+                                                 signature or credentials (no X-API-Token);
+                                                 401 when not proven, 400 for an unknown shape
+    GET    /providers?tenant_id=                 a tenant's provider settings (secrets masked)
+    PUT    /providers/{provider}?tenant_id=      set them (admin or the tenant itself)
+    DELETE /providers/{provider}?tenant_id=
+
+Verified notifications become the same `bounce` events and suppression entries as IMAP
+bounces (`mail_proxy.db.provider_feedback`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import ValidationError
+
+from mail_proxy.db import provider_feedback as db
+from mail_proxy.db.bounces import SuppressionPolicy
+from mail_proxy.feedback import mailgun, postmark, sendgrid, ses
+from mail_proxy.feedback.events import (
+    PROVIDERS,
+    FeedbackError,
+    FeedbackEvent,
+    PayloadInvalid,
+    SignatureInvalid,
+)
+from mail_proxy.redact import redact
+from mail_proxy_api.audit import record_command
+from mail_proxy_api.auth import Caller
+from mail_proxy_api.context import ApiContext, Ctx
+from mail_proxy_api.routes.commands import scoped_tenant
+from mail_proxy_api.schemas.providers import (
+    SETTINGS_MODELS,
+    NotificationAccepted,
+    ProviderInfo,
+    ProvidersResponse,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["provider feedback"])
+
+
+def _known(provider: str) -> None:
+    if provider not in PROVIDERS:
+        raise HTTPException(
+            404, f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}"
+        )
+
+
+def _sealed(ctx: ApiContext, provider: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Stored form: secrets under `token`/`password`, encrypted (rotate-key covers them)."""
+    if provider == "mailgun":
+        settings = {"token": settings["signing_key"]}
+    out = dict(settings)
+    for key in ("token", "password"):
+        if out.get(key):
+            out[key] = ctx.box.encrypt(out[key])
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _opened(ctx: ApiContext, config: dict[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    for key in ("token", "password"):
+        if isinstance(out.get(key), str):
+            out[key] = ctx.box.decrypt(out[key])
+    return out
+
+
+def _info(provider: str, tenant_id: str, config: dict[str, Any], updated_at: Any) -> ProviderInfo:
+    return ProviderInfo(
+        provider=provider,
+        tenant_id=tenant_id,
+        settings=redact(config),
+        notification_path=f"/providers/{provider}/{tenant_id}",
+        updated_at=updated_at,
+    )
+
+
+@router.get("/providers", response_model=ProvidersResponse)
+async def list_providers(caller: Caller, ctx: Ctx, tenant_id: str | None = None) -> Any:
+    tenant_id = scoped_tenant(caller, tenant_id)
+    async with ctx.pool.acquire() as conn:
+        rows = await db.list_configs(conn, tenant_id=tenant_id)
+    return ProvidersResponse(
+        providers=[_info(r["provider"], tenant_id, r["config"], r["updated_at"]) for r in rows]
+    )
+
+
+@router.put("/providers/{provider}", response_model=ProviderInfo)
+async def put_provider(
+    provider: str, request: Request, caller: Caller, ctx: Ctx, tenant_id: str | None = None
+) -> Any:
+    """Body by provider: ses `{"topic_arns": [...]}`, sendgrid `{"public_key"}`, mailgun
+    `{"signing_key"}`, postmark `{"user", "password"}` and/or `{"token"}`."""
+    _known(provider)
+    tenant_id = scoped_tenant(caller, tenant_id)
+    try:
+        settings = SETTINGS_MODELS[provider].model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        raise HTTPException(422, errors) from None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tenant_id):
+            raise HTTPException(404, f"Tenant '{tenant_id}' not found")
+        config = _sealed(ctx, provider, settings.model_dump(exclude_none=True))
+        await db.put_config(conn, tenant_id=tenant_id, provider=provider, config=config)
+        await record_command(
+            conn,
+            endpoint="setProviderFeedback",
+            tenant_id=tenant_id,
+            payload={"provider": provider, "settings": config},
+        )
+        rows = await db.list_configs(conn, tenant_id=tenant_id)
+    row = next(r for r in rows if r["provider"] == provider)
+    return _info(provider, tenant_id, row["config"], row["updated_at"])
+
+
+@router.delete("/providers/{provider}")
+async def delete_provider(
+    provider: str, caller: Caller, ctx: Ctx, tenant_id: str | None = None
+) -> dict[str, bool]:
+    _known(provider)
+    tenant_id = scoped_tenant(caller, tenant_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await db.delete_config(conn, tenant_id=tenant_id, provider=provider):
+            raise HTTPException(404, f"no {provider} settings for tenant '{tenant_id}'")
+        await record_command(
+            conn,
+            endpoint="deleteProviderFeedback",
+            tenant_id=tenant_id,
+            payload={"provider": provider},
+        )
+    return {"ok": True}
+
+
+async def _ses(
+    ctx: ApiContext, config: dict[str, Any], body: bytes, now: int
+) -> tuple[list[FeedbackEvent], bool]:
+    envelope = ses.parse_envelope(body)
+    pattern = ctx.settings.sns_certificate_host_pattern
+    certificate = await ctx.sns.certificate(str(envelope.get("SigningCertURL")), pattern)
+    ses.verify(envelope, certificate)
+    ses.check_topic(envelope, list(config.get("topic_arns") or ()))
+    if envelope["Type"] == "SubscriptionConfirmation":
+        await ctx.sns.confirm(envelope.get("SubscribeURL"), pattern)
+        return [], True
+    if envelope["Type"] != "Notification":
+        return [], False
+    return ses.notification_events(envelope, now), False
+
+
+async def _verified_events(
+    ctx: ApiContext, provider: str, config: dict[str, Any], request: Request, now: int
+) -> tuple[list[FeedbackEvent], bool]:
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if provider == "ses":
+        return await _ses(ctx, config, body, now)
+    secrets = _opened(ctx, config)
+    if provider == "sendgrid":
+        sendgrid.verify(headers, body, str(config.get("public_key", "")))
+        return sendgrid.events(body, now), False
+    if provider == "mailgun":
+        payload = mailgun.parse(body)
+        mailgun.verify(payload, str(secrets.get("token") or ""))
+        return mailgun.events(payload, now), False
+    postmark.verify(headers, secrets)
+    return postmark.events(body, now), False
+
+
+@router.post("/providers/{provider}/{tenant_id}", response_model=NotificationAccepted)
+async def provider_notification(provider: str, tenant_id: str, request: Request, ctx: Ctx) -> Any:
+    """A provider's notification: verified, correlated, recorded as bounces/suppressions."""
+    _known(provider)
+    async with ctx.pool.acquire() as conn:
+        config = await db.get_config(conn, tenant_id=tenant_id, provider=provider)
+    if config is None:
+        raise HTTPException(404, f"no {provider} feedback configured for tenant '{tenant_id}'")
+    now = int(time.time())
+    try:
+        events, confirmed = await _verified_events(ctx, provider, config, request, now)
+    except SignatureInvalid as exc:
+        log.warning(
+            "provider notification refused",
+            extra={
+                "action": "feedback_refused",
+                "tenant_id": tenant_id,
+                "provider": provider,
+                "error": str(exc),
+            },
+        )
+        raise HTTPException(401, str(exc)) from None
+    except PayloadInvalid as exc:
+        raise HTTPException(400, str(exc)) from None
+    except FeedbackError as exc:  # e.g. SNS did not take the confirmation: let it retry
+        raise HTTPException(502, str(exc)) from None
+    if not events:
+        return NotificationAccepted(confirmed=confirmed or None)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        applied = await db.apply_events(
+            conn, tenant_id=tenant_id, provider=provider, events=events, policy=SuppressionPolicy()
+        )
+    for event in events:
+        ctx.metrics.bounces.labels(tenant_id, event.bounce_type).inc()
+    log.info(
+        "provider feedback applied",
+        extra={
+            "action": "feedback_applied",
+            "tenant_id": tenant_id,
+            "provider": provider,
+            "recorded": applied.recorded,
+            "correlated": applied.correlated,
+        },
+    )
+    return NotificationAccepted(
+        recorded=applied.recorded, correlated=applied.correlated, duplicates=applied.duplicates
+    )

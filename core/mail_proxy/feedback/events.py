@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: BUSL-1.1
+"""What a provider notification says, once verified: `FeedbackEvent`, and the errors.
+
+FeedbackError (MailProxyError)
+├── SignatureInvalid     not from the provider (bad/missing signature, wrong credentials,
+│                        topic not allowed)                         -> HTTP 401
+└── PayloadInvalid       signed, or unsignable, but not a shape we read -> HTTP 400
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mail_proxy.errors import InvalidRequest, MailProxyError
+
+FeedbackKind = Literal["bounce", "complaint"]
+BounceType = Literal["hard", "soft"]
+PROVIDERS = ("ses", "sendgrid", "mailgun", "postmark")
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_REPLY = re.compile(r"\b([245]\d\d)\b")
+
+
+class FeedbackError(MailProxyError):
+    """A provider notification that cannot be accepted."""
+
+
+class SignatureInvalid(FeedbackError):
+    """The request is not proven to come from the provider configured for this tenant."""
+
+
+class PayloadInvalid(FeedbackError, InvalidRequest):
+    """The request does not have the provider's documented shape."""
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One recipient's bounce or complaint, with what may identify the original message.
+
+    `references` are texts to search for our correlation token (Message-IDs, header values,
+    metadata); `mail_ids` are `X-Genro-Mail-ID` values (the client's id) when the provider
+    echoes headers; `message_ids` are Message-ID values as sent.
+    """
+
+    kind: FeedbackKind
+    bounce_type: BounceType
+    recipient: str
+    code: str | None
+    reason: str | None
+    event_ts: int
+    provider_event_id: str | None
+    references: list[str] = field(default_factory=list)
+    mail_ids: list[str] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+
+
+def obj(value: object) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one (provider payloads vary)."""
+    return value if isinstance(value, dict) else {}
+
+
+def valid_recipient(value: object) -> str | None:
+    """The address when it looks like one (bare addr-spec), else None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().strip("<>").strip()
+    if len(value) > 320 or not _ADDRESS.match(value):
+        return None
+    return value
+
+
+def code_from(*texts: object) -> str | None:
+    """The reference's code format (section 10): `5.1.1` -> "511", else a 3-digit reply."""
+    for text in texts:
+        if isinstance(text, str):
+            status = _STATUS.search(text)
+            if status:
+                return "".join(status.groups())
+    for text in texts:
+        if isinstance(text, int) and not isinstance(text, bool) and 200 <= text < 600:
+            return str(text)
+        if isinstance(text, str):
+            reply = _REPLY.search(text)
+            if reply:
+                return reply[1]
+    return None
+
+
+def bare_message_id(value: object) -> str | None:
+    """`<abc@host>` or `abc@host` -> `<abc@host>` (how we send them), else None."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 998:
+        return None
+    value = value.strip()
+    return value if value.startswith("<") else f"<{value}>"
+
+
+def text(value: object, limit: int = 500) -> str | None:
+    """A short string for reasons and ids; None for anything else."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()[:limit]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
