@@ -459,6 +459,52 @@ OPERATIONS: dict[str, OperationDoc] = {
         response="",
         media_type="application/octet-stream",
     ),
+    "GET /providers": OperationDoc(
+        "List provider-feedback settings",
+        "The tenant's SES / SendGrid / Mailgun / Postmark settings (secrets masked) and the "
+        f"URL each provider must call. {TENANT_SCOPE} {TOKEN}",
+        response={
+            "providers": [
+                {
+                    "provider": "mailgun",
+                    "tenant_id": "acme",
+                    "settings": {"token": "********"},
+                    "notification_path": "/providers/mailgun/acme",
+                    "updated_at": "2026-11-29T10:00:00+00:00",
+                }
+            ]
+        },
+    ),
+    "PUT /providers/{provider}": OperationDoc(
+        "Set provider-feedback settings",
+        'What verifies the provider\'s notifications: ses `{"topic_arns": [...]}` (required: '
+        'anyone can sign SNS messages from a topic of theirs), sendgrid `{"public_key"}` (the '
+        'Event Webhook verification key), mailgun `{"signing_key"}`, postmark `{"user", '
+        f'"password"}}` and/or `{{"token"}}` (sent as `X-Webhook-Token`). {TENANT_SCOPE} '
+        f"{TOKEN}",
+        request={"topic_arns": ["arn:aws:sns:eu-west-1:123456789012:ses-feedback"]},
+        response={
+            "provider": "ses",
+            "tenant_id": "acme",
+            "settings": {"topic_arns": ["arn:aws:sns:eu-west-1:123456789012:ses-feedback"]},
+            "notification_path": "/providers/ses/acme",
+            "updated_at": "2026-11-29T10:00:00+00:00",
+        },
+    ),
+    "DELETE /providers/{provider}": OperationDoc(
+        "Remove provider-feedback settings",
+        f"The provider's notifications are refused (404) from now on. {TENANT_SCOPE} {TOKEN}",
+        response=_OK,
+    ),
+    "POST /providers/{provider}/{tenant_id}": OperationDoc(
+        "Receive a provider notification",
+        "Called by the provider, not by apps: no `X-API-Token`; the request is verified with "
+        "the provider's own scheme (SNS signature and topic, SendGrid ECDSA signature, Mailgun "
+        "HMAC, Postmark basic auth or token) and refused with 401 otherwise. Bounces and "
+        "complaints become `bounce` events of the original message and suppression entries, "
+        "as IMAP bounces do; SNS subscription confirmations are confirmed.",
+        response={"ok": True, "recorded": 1, "correlated": 1, "duplicates": 0, "confirmed": None},
+    ),
 }
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import ValidationError
 
 from mail_proxy.db import provider_feedback as db
@@ -42,9 +42,10 @@ from mail_proxy_api.schemas.providers import (
     ProviderInfo,
     ProvidersResponse,
 )
+from mail_proxy_api.strict_json import StrictJsonRoute
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["provider feedback"])
+router = APIRouter(tags=["provider feedback"], route_class=StrictJsonRoute)
 
 
 def _known(provider: str) -> None:
@@ -95,14 +96,18 @@ async def list_providers(caller: Caller, ctx: Ctx, tenant_id: str | None = None)
 
 @router.put("/providers/{provider}", response_model=ProviderInfo)
 async def put_provider(
-    provider: str, request: Request, caller: Caller, ctx: Ctx, tenant_id: str | None = None
+    provider: str,
+    body: Annotated[dict[str, Any], Body()],
+    caller: Caller,
+    ctx: Ctx,
+    tenant_id: str | None = None,
 ) -> Any:
     """Body by provider: ses `{"topic_arns": [...]}`, sendgrid `{"public_key"}`, mailgun
     `{"signing_key"}`, postmark `{"user", "password"}` and/or `{"token"}`."""
     _known(provider)
     tenant_id = scoped_tenant(caller, tenant_id)
     try:
-        settings = SETTINGS_MODELS[provider].model_validate_json(await request.body())
+        settings = SETTINGS_MODELS[provider].model_validate(body)
     except ValidationError as exc:
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         raise HTTPException(422, errors) from None
