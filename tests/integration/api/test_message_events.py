@@ -107,12 +107,12 @@ async def test_odd_ids_are_answered_cleanly(api: Api) -> None:
         r = await api.client.get(f"/messages/{odd}/events", headers={"X-API-Token": key})
         assert r.status_code == 404, (odd, r.status_code, r.text)
         assert "detail" in r.json()
-    # A NUL cannot be stored in Postgres text: a clear 400, on this route and every other.
+    # A NUL cannot be stored in Postgres text: a clear 4xx, on this route and every other.
     for path in (
         "/messages/%00/events?tenant_id=acme",
         "/messages?tenant_id=%00",
         "/webhooks?tenant_id=a%00",
     ):
         r = await api.client.get(path, headers=api.admin())
-        assert r.status_code == 400, (path, r.status_code, r.text)
+        assert r.status_code in (400, 422), (path, r.status_code, r.text)
         assert "NUL" in r.json()["detail"]
