@@ -98,4 +98,5 @@ async def message_events(
         tenant_id=history.tenant_id,
         state=history.state,
         events=[HistoryEvent(**vars(event)) for event in history.events],
+        recipients=history.recipients,
     )

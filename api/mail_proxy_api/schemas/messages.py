@@ -165,3 +165,8 @@ class MessageEventsResponse(BaseModel):
     tenant_id: str
     state: str
     events: list[HistoryEvent]
+    recipients: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Each recipient's latest outcome (address, status accepted/refused/"
+        "deferred, code, reason) when some recipient did not accept at once",
+    )

@@ -4,7 +4,9 @@
 The history is the message's arrival (`queued`, from the row itself: storing an event per
 enqueued message would double the cost of the hot path and change what the v0.6 sync protocol
 reports) followed by every stored event in the order it was written: `deferred` with its
-reason, `sent`, `error`, `bounce`, `pec_*`, and whatever else the service records.
+reason, `sent`, `error`, `bounce`, `pec_*`, and whatever else the service records; then each
+recipient's latest outcome (`message_recipients`: accepted / refused / deferred with code and
+reason), present when some recipient did not accept at once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from mail_proxy.db.recipients import for_messages, wire_list
 
 _MESSAGE = """
 SELECT pk, id, tenant_id, state, extract(epoch FROM created_at)::bigint AS created_ts
@@ -40,6 +44,7 @@ class MessageHistory:
     tenant_id: str
     state: str
     events: list[HistoryEvent]
+    recipients: list[dict[str, Any]]  # [{"address", "status", "code", "reason"}], maybe empty
 
 
 async def message_history(
@@ -61,4 +66,7 @@ async def message_history(
                 reported_ts=row["reported_ts"],
             )
         )
-    return MessageHistory(message["id"], message["tenant_id"], message["state"], events)
+    recipients = (await for_messages(conn, message_pks=[message["pk"]])).get(message["pk"], [])
+    return MessageHistory(
+        message["id"], message["tenant_id"], message["state"], events, wire_list(recipients)
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 from mail_proxy.db.outcomes import Outcome, record_outcomes
+from mail_proxy.db.recipients import RecipientRow
+from mail_proxy.db.recipients import record as record_recipients
 from tests.integration.api.conftest import Api
 from tests.integration.api.payloads import add_messages, message, tenant_with_account
 
@@ -69,6 +71,34 @@ async def test_history_lists_every_event_in_order(api: Api) -> None:
     )
     assert r.status_code == 200
     assert r.json() == body
+
+
+async def test_history_shows_each_recipients_outcome(api: Api) -> None:
+    await tenant_with_account(api)
+    await add_messages(api, [message("m1", to=["ok@example.org", "gone@example.org"])])
+    async with api.pool.acquire() as conn:
+        pk = await conn.fetchval("SELECT pk FROM messages WHERE id = 'm1'")
+        await record_recipients(
+            conn,
+            rows=[
+                RecipientRow(pk, "ok@example.org", "accepted", 250, None, 1),
+                RecipientRow(pk, "gone@example.org", "refused", 550, "5.1.1 no such user", 1),
+            ],
+            now=time.time(),
+        )
+    r = await api.client.get(
+        "/messages/m1/events", params={"tenant_id": "acme"}, headers=api.admin()
+    )
+    assert r.status_code == 200
+    assert r.json()["recipients"] == [
+        {
+            "address": "gone@example.org",
+            "status": "refused",
+            "code": 550,
+            "reason": "5.1.1 no such user",
+        },
+        {"address": "ok@example.org", "status": "accepted", "code": 250, "reason": None},
+    ]
 
 
 async def test_a_rejected_message_shows_its_error(api: Api) -> None:
