@@ -79,7 +79,7 @@ SET state = 'sending', lease_owner = $6, lease_until = now() + make_interval(sec
     attempts = m.attempts + 1, updated_at = now()
 FROM picked WHERE m.pk = picked.pk
 RETURNING m.pk, m.id, m.tenant_id, m.account_pk, m.priority, m.payload, m.attempts,
-          m.deferred_ts, extract(epoch FROM m.created_at)::float8 AS created_ts
+          m.deferred_ts, extract(epoch FROM m.created_at)::float8 AS created_ts, m.rendered
 """
 
 _DEFER_RATE_LIMITED = f"""
@@ -133,6 +133,7 @@ class LeasedMessage:
     attempts: int  # including this one
     deferred_ts: int | None
     created_ts: float
+    rendered: bytes | None = None  # the message as built by an earlier attempt (`rendered`)
 
 
 @dataclass

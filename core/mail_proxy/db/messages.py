@@ -82,7 +82,8 @@ stored AS (
         account_id = EXCLUDED.account_id, account_pk = EXCLUDED.account_pk,
         priority = EXCLUDED.priority, payload = EXCLUDED.payload,
         batch_code = EXCLUDED.batch_code, deferred_ts = EXCLUDED.deferred_ts,
-        state = EXCLUDED.state, is_pec = EXCLUDED.is_pec, attempts = 0, updated_at = now()
+        state = EXCLUDED.state, is_pec = EXCLUDED.is_pec, attempts = 0, rendered = NULL,
+        updated_at = now()
     WHERE m.state IN ('pending', 'deferred') AND EXCLUDED.state <> 'error'
     RETURNING m.pk, m.tenant_id, m.id, m.state, (m.xmax = 0) AS inserted
 ),

@@ -31,13 +31,14 @@ class Outcome:
     deferred_ts: int | None = None
     error: str | None = None  # the text stored on `error` and in the event
     metadata: dict[str, Any] | None = None
+    rendered: bytes | None = None  # kept for the retry of a `deferred` message (MIME once)
 
 
 _RECORD = """
 WITH o AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                         $6::text[], $7::float8[])
-        AS o(pk, state, event_ts, deferred_ts, error, metadata, sent_at)
+                         $6::text[], $7::float8[], $9::bytea[])
+        AS o(pk, state, event_ts, deferred_ts, error, metadata, sent_at, rendered)
 ),
 upd AS (
     UPDATE messages m SET
@@ -46,6 +47,8 @@ upd AS (
         smtp_ts = CASE WHEN o.state <> 'deferred' THEN o.event_ts END,
         error = CASE WHEN o.state = 'error' THEN o.error END,
         error_ts = CASE WHEN o.state = 'error' THEN o.event_ts END,
+        -- built once: kept while a retry will come, dropped once the message is final
+        rendered = CASE WHEN o.state = 'deferred' THEN coalesce(o.rendered, m.rendered) END,
         lease_owner = NULL, lease_until = NULL, updated_at = now()
     FROM o
     WHERE m.pk = o.pk
@@ -90,5 +93,6 @@ async def record_outcomes(
         [json.dumps(o.metadata) if o.metadata is not None else None for o in outcomes],
         [o.sent_at for o in outcomes],
         owner,
+        [o.rendered for o in outcomes],
     )
     return {r["pk"] for r in rows}

@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from mail_proxy import rendered
 from mail_proxy.db.bounce_routing import BounceRouting
 from mail_proxy.db.outcomes import Outcome
 from mail_proxy.encryption import SecretBox
@@ -113,7 +114,7 @@ class Deliverer:
         if isinstance(result, TooManyConnections) and await self._on_too_many_connections(job):
             return None  # the job waits for a connection already open
         if isinstance(result, DeliveryFailure):
-            await self._fail(job, result)
+            await self._fail(job, result, wire)
             return conn
         suppressed = job.message.payload.get(SUPPRESSED_KEY)
         if suppressed:
@@ -152,6 +153,18 @@ class Deliverer:
             raise TemporaryFailure(f"Cannot read the attachment credentials: {exc}") from exc
 
     async def _prepare(self, job: Job, tenant: TenantSource) -> WireMessage:
+        """The message to send: as an earlier attempt built it, else built now."""
+        if job.message.rendered is not None:
+            try:
+                return rendered.unpack(job.message.rendered)
+            except rendered.RenderedFormatError:
+                log.warning(
+                    "stored message unreadable; building it again",
+                    extra={"action": "rendered_invalid", "message_id": job.message.id},
+                )
+        return await self._build(job, tenant)
+
+    async def _build(self, job: Job, tenant: TenantSource) -> WireMessage:
         attachments = [self._opened(a) for a in job.message.payload.get("attachments") or ()]
         parts, payload = await self._attachments(job, tenant, attachments)
         routing = self._routing()
@@ -258,7 +271,9 @@ class Deliverer:
         await conn.close()
         return None
 
-    async def _fail(self, job: Job, failure: DeliveryFailure) -> None:
+    async def _fail(
+        self, job: Job, failure: DeliveryFailure, wire: WireMessage | None = None
+    ) -> None:
         # Built per failure: the retry settings may change while the sender runs.
         outcome = self._retry().outcome(
             message_pk=job.message.pk,
@@ -266,6 +281,9 @@ class Deliverer:
             failure=failure,
             now=time.time(),
         )
+        if outcome.state == "deferred" and wire is not None and job.message.rendered is None:
+            # Built once: the retry sends these bytes, without fetching or building again.
+            outcome = dataclasses.replace(outcome, rendered=rendered.pack(wire))
         log.info(
             "delivery failed",
             extra={
