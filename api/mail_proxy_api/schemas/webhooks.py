@@ -23,6 +23,8 @@ def _check_url(value: str) -> str:
         raise ValueError(f"not a valid URL: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an absolute http:// or https:// URL")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError("the port must be between 1 and 65535")
     if url.userinfo:
         raise ValueError("must not carry credentials; requests are signed")
     return value

@@ -96,6 +96,15 @@ def bare_message_id(value: object) -> str | None:
     return value if value.startswith("<") else f"<{value}>"
 
 
+def epoch(value: object, default: int) -> int:
+    """Epoch seconds from a provider's number; `default` when absent, not finite or absurd
+    (before 1970 or after 5138), so no provider value can overflow a bigint column."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if 0 <= value < 1e11:
+            return int(value)
+    return default
+
+
 def text(value: object, limit: int = 500) -> str | None:
     """A short string for reasons and ids; None for anything else."""
     if isinstance(value, str) and value.strip():

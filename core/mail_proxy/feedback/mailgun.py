@@ -20,6 +20,7 @@ from mail_proxy.feedback.events import (
     SignatureInvalid,
     bare_message_id,
     code_from,
+    epoch,
     obj,
     text,
     valid_recipient,
@@ -63,7 +64,7 @@ def events(payload: dict[str, Any], now: int) -> list[FeedbackEvent]:
     if recipient is None or name not in ("failed", "complained"):
         return []
     when = data.get("timestamp")
-    ts = int(when) if isinstance(when, int | float) and not isinstance(when, bool) else now
+    ts = epoch(when, now)
     message = obj(data.get("message"))
     headers = obj(message.get("headers"))
     message_id = bare_message_id(headers.get("message-id"))

@@ -28,6 +28,7 @@ from mail_proxy.feedback.events import (
     SignatureInvalid,
     bare_message_id,
     code_from,
+    epoch,
     text,
     valid_recipient,
 )
@@ -85,7 +86,7 @@ def events(body: bytes, now: int) -> list[FeedbackEvent]:
         if recipient is None or name not in ("bounce", "dropped", "spamreport"):
             continue
         when = item.get("timestamp")
-        ts = int(when) if isinstance(when, int | float) and not isinstance(when, bool) else now
+        ts = epoch(when, now)
         message_id = bare_message_id(item.get("smtp-id"))
         reason = text(item.get("reason"))
         if name == "spamreport":

@@ -132,18 +132,21 @@ class WebhookDeliverer:
             now=dt.datetime.now(dt.UTC),
         )
         try:
-            response = await self._http.request(
+            # Only the status matters: the answer's body is never read, so an endpoint that
+            # answers gigabytes, or drips them, costs nothing.
+            async with self._http.stream(
                 "POST",
                 delivery.url,
                 content=body,
                 headers=headers,
                 timeout_seconds=self._d.settings.webhook_timeout_seconds,
-            )
+            ) as response:
+                status = response.status_code
         except OutboundError as exc:  # refused address, timeout, connection: str() is safe
             return Attempt(None, str(exc))
-        if response.is_success:
-            return Attempt(response.status_code, None)
-        return Attempt(response.status_code, f"HTTP {response.status_code}")
+        if 200 <= status < 300:
+            return Attempt(status, None)
+        return Attempt(status, f"HTTP {status}")
 
     def retry_in(self, attempts_made: int) -> float | None:
         """Seconds until the next attempt after `attempts_made` failed ones; None: give up."""

@@ -109,6 +109,11 @@ async def test_bad_input_is_refused_with_a_reason(api: Api) -> None:
         {"url": "https://example.org/x", "id": "has space"},
         {"url": "https://example.org/x", "secret": "mine"},
         {"url": 42},
+        {"url": "http://[::1"},
+        {"url": "https://example.org:99999/x"},
+        {"url": "javascript:alert(1)"},
+        {"url": "https://example.org/\u2028x"},
+        {"url": "https://example.org/x", "event_types": ["sent"] * 65},
     ]
     for body in bad_bodies:
         r = await api.client.post("/webhooks", json=body, headers=me)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import orjson
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from mail_proxy.db import webhooks as db_webhooks
 from mail_proxy.health import refresh_queue_gauges
@@ -240,6 +241,27 @@ async def test_private_addresses_are_refused_unless_allow_listed(world: World) -
         errors = [r["last_error"] for r in await conn.fetch("SELECT last_error FROM webhooks")]
     assert all((e and "127.0.0.1" not in e) or "refused" in e.lower() for e in errors), errors
     assert all("public" in e or "refused" in e.lower() or "allow" in e.lower() for e in errors)
+
+
+async def test_an_endless_answer_body_is_never_read(world: World) -> None:
+    sink = SmtpSink()
+    async with smtp_server(sink) as port, http_server(HttpApp()) as app:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        await _webhook(world, app.url + "/firehose")
+
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x" * 65536
+                await asyncio.sleep(0)
+
+        async def firehose(request: Request) -> Response:
+            return StreamingResponse(endless(), status_code=200)
+
+        app.routes["/firehose"] = firehose
+        async with running_sender(world):
+            await world.enqueue("acme", "smtp1", {"id": "m1"})
+            await eventually(lambda: _all_delivered(world), timeout=15)
 
 
 async def test_event_types_filter_what_an_endpoint_gets(world: World) -> None:

@@ -208,3 +208,12 @@ def test_postmark_credentials_and_records() -> None:
     assert postmark.events(spam, 0)[0].kind == "complaint"
     with pytest.raises(PayloadInvalid):
         postmark.events(b"nope", 0)
+
+
+def test_absurd_provider_timestamps_fall_back_to_now() -> None:
+    for raw in (b"1e300", b"Infinity", b"-5", b"NaN", b'"soon"', b"true"):
+        sg = b'[{"email": "a@example.net", "event": "bounce", "timestamp": ' + raw + b"}]"
+        assert sendgrid.events(sg, now=1234)[0].event_ts == 1234, raw
+        payload = mailgun_failed("a@example.net", message_id=MID, signing_key="k")
+        payload["event-data"]["timestamp"] = json.loads(raw)
+        assert mailgun.events(payload, 1234)[0].event_ts == 1234, raw
