@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from mail_proxy.config import Settings
 from mail_proxy.encryption import decode_key, generate_key
 from mail_proxy.large_files.links import LinkSigner
@@ -24,7 +27,7 @@ from tests.integration.large_files.conftest import (
     received,
 )
 from tests.integration.sender.conftest import World, counter, eventually, running_sender
-from tests.integration.sender.servers import SmtpSink, smtp_server
+from tests.integration.sender.servers import Handler, HttpApp, SmtpSink, http_server, smtp_server
 
 BIG = os.urandom(300_000)  # over the 0.1 MiB threshold of the tests' tenant
 SMALL = b"small text attachment"
@@ -274,3 +277,27 @@ async def test_download_route_without_secret_is_503(world: World) -> None:
     async with running_api(world.dsn, key=decode_key(generate_key())) as api:
         r = await api.client.get(f"/download/{'a' * 32}-1-{'b' * 32}/{quote('x.bin')}")
     assert r.status_code == 503
+
+
+def _serving(content: bytes) -> Handler:
+    async def handler(_: Request) -> Response:
+        return Response(content, media_type="application/octet-stream")
+
+    return handler
+
+
+async def test_http_url_attachments_stream_through_the_outbound_guard(offload: Offload) -> None:
+    """The offload fetch is the attachments' own: loopback only because the tests allow it."""
+    await offload.tenant()
+    async with http_server(HttpApp({"/big.bin": _serving(BIG)})) as files:
+        attachment = {"filename": "big.bin", "storage_path": files.url + "/big.bin"}
+        sink, _ = await offload.send([attachment])
+        [url] = links(body_text(received(sink)))
+        assert (await offload.api.client.get(url)).content == BIG
+
+        await offload.world.execute("DELETE FROM messages")
+        refused_sink, _ = await offload.send([attachment], outbound_allow=())
+    row = await offload.world.message("acme", "m1")
+    assert row["state"] == "error"
+    assert "127.0.0.1" in row["error"]
+    assert refused_sink.received == []
