@@ -37,7 +37,8 @@ def _not_found(tenant_id: str) -> HTTPException:
 
 
 # Fields that bound the tenant's resource use: only the admin sets them (SPEC section 6).
-ADMIN_ONLY_FIELDS = ("large_file_config",)
+# Fields that bound a tenant's resource use or access: the admin's alone (issue 9).
+ADMIN_ONLY_FIELDS = ("active", "large_file_config", "rate_limits")
 
 
 def _refuse_admin_only(caller: Principal, fields: dict[str, Any]) -> None:
@@ -174,6 +175,9 @@ async def create_api_key(tenant_id: str, _: Admin, ctx: Ctx, body: ApiKeyBody | 
     """A new key replaces the old one at once; optional `expires_at` (epoch seconds)."""
     api_key = new_token()
     expires_at = body.expires_at if body else None
+    if expires_at is not None and expires_at <= time.time():
+        # It would replace the working key with one that never works.
+        raise HTTPException(400, "expires_at is in the past")
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
         if existing is None:

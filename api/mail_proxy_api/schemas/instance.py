@@ -30,7 +30,9 @@ class InstanceInfo(BaseModel):
 
 
 class InstanceUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """PUT /instance body: any subset; an unknown key is refused (422 naming it), never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1)
     api_token: str | None = Field(default=None, min_length=16)

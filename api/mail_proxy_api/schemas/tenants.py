@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mail_proxy.large_files.policy import STORAGE_SCHEMES
-from mail_proxy_api.schemas.bounds import INT64_MAX
+from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -17,9 +17,9 @@ class ClientAuth(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["none", "bearer", "basic"] = "none"
-    token: str | None = None
-    user: str | None = None
-    password: str | None = None
+    token: str | None = Field(default=None, max_length=4096)
+    user: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
     def _complete(self) -> ClientAuth:
@@ -69,16 +69,29 @@ class LargeFileConfig(BaseModel):
         return self
 
 
+URL_MAX = 2048
+
+
+class RateLimits(BaseModel):
+    """A tenant's own sending limits across its accounts (reference section 4): messages per
+    hour and per day; 0 or absent = unlimited. Unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hourly: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    daily: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+
 class TenantPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(pattern=TENANT_ID_PATTERN)
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)
     client_auth: ClientAuth | None = None
-    client_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    client_sync_path: str | None = None
-    client_attachment_path: str | None = None
-    rate_limits: dict[str, Any] | None = None
+    client_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=URL_MAX)
+    client_sync_path: str | None = Field(default=None, max_length=URL_MAX)
+    client_attachment_path: str | None = Field(default=None, max_length=URL_MAX)
+    rate_limits: RateLimits | None = None
     large_file_config: LargeFileConfig | None = None
     active: bool = True
 
@@ -88,12 +101,12 @@ class TenantUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)
     client_auth: ClientAuth | None = None
-    client_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    client_sync_path: str | None = None
-    client_attachment_path: str | None = None
-    rate_limits: dict[str, Any] | None = None
+    client_base_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=URL_MAX)
+    client_sync_path: str | None = Field(default=None, max_length=URL_MAX)
+    client_attachment_path: str | None = Field(default=None, max_length=URL_MAX)
+    rate_limits: RateLimits | None = None
     large_file_config: LargeFileConfig | None = None
     active: bool | None = None
 

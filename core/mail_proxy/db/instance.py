@@ -51,7 +51,8 @@ SELECT 'admin' AS kind, NULL::text AS tenant_id FROM instance
  WHERE id = 1 AND admin_token_hash = $1
 UNION ALL
 SELECT 'tenant', id FROM tenants
- WHERE api_key_hash = $1 AND (api_key_expires_at IS NULL OR api_key_expires_at > $2)
+ WHERE api_key_hash = $1 AND active
+   AND (api_key_expires_at IS NULL OR api_key_expires_at > $2)
 LIMIT 1
 """
 
@@ -59,6 +60,7 @@ LIMIT 1
 async def token_owner(
     conn: asyncpg.Connection, *, token_hash: str, now_ts: int
 ) -> tuple[str, str | None] | None:
-    """('admin', None), ('tenant', id), or None for an unknown or expired token."""
+    """('admin', None), ('tenant', id), or None for an unknown or expired token, or the key of
+    a tenant the admin deactivated."""
     row = await conn.fetchrow(_WHO, token_hash, now_ts)
     return None if row is None else (row["kind"], row["tenant_id"])
