@@ -65,6 +65,8 @@ async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
     """Create or replace a tenant; a new tenant's API key is returned once."""
     fields = body.model_dump(exclude={"id", "client_auth"})
     fields["large_file_config"] = _large_file_config(body)
+    if body.rate_limits is not None:
+        fields["rate_limits"] = body.rate_limits.model_dump(exclude_none=True)
     fields["client_auth"] = (
         body.client_auth.model_dump(exclude_none=True) if body.client_auth else None
     )

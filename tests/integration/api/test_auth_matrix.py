@@ -117,9 +117,14 @@ async def _tokens(api: Api) -> dict[str, str | None]:
     other = await api.new_tenant("globex")
     await api.new_tenant("stale")
     r = await api.client.post(
-        "/tenant/stale/api-key", json={"expires_at": int(time.time()) - 60}, headers=api.admin()
+        "/tenant/stale/api-key", json={"expires_at": int(time.time()) + 60}, headers=api.admin()
     )
     assert r.status_code == 200, r.text
+    # A key past its expiry (creating one already expired is refused, issue 9).
+    async with api.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE tenants SET api_key_expires_at = $1 WHERE id = 'stale'", int(time.time()) - 60
+        )
     return {
         "none": None,
         "bad": "not-a-token-anyone-was-given-0123456789abc",

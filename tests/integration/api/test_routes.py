@@ -306,9 +306,10 @@ async def test_tenant_create_replace_and_read(api: Api) -> None:
 
 
 async def test_tenant_update_ignores_nulls(api: Api) -> None:
-    key = await api.new_tenant("acme", name="ACME", client_base_url="https://a.example.org")
+    await api.new_tenant("acme", name="ACME", client_base_url="https://a.example.org")
+    # `active` is the admin's to change (issue 9); tenant-token scope: test_tenant_scope.py
     r = await api.client.put(
-        "/tenant/acme", json={"name": None, "active": False}, headers=token(key)
+        "/tenant/acme", json={"name": None, "active": False}, headers=api.admin()
     )
     assert r.json() == {"ok": True}
     info = (await api.client.get("/tenant/acme", headers=api.admin())).json()
