@@ -395,7 +395,7 @@ async def test_instance_read_and_update(api: Api) -> None:
     }
     r = await api.client.put(
         "/instance",
-        json={"name": "mp-eu", "bounce_imap_user": "b", "bounce_poll_interval": 30, "x": 1},
+        json={"name": "mp-eu", "bounce_imap_user": "b", "bounce_poll_interval": 30},
         headers=api.admin(),
     )
     assert r.json() == {"ok": True}
