@@ -42,6 +42,7 @@ bench: install ## Run the benchmarks (they print figures; nothing is asserted)
 	$(PYTHON) bench/delivery.py
 	$(PYTHON) bench/delivery.py --sink-delay 0.2
 	$(PYTHON) bench/large_file.py
+	$(PYTHON) bench/webhook_fanout.py
 
 check: lint typecheck imports test chart-check ## Everything CI runs
 
