@@ -19,7 +19,7 @@ help: ## Show this list
 # It runs every time (a check when the venv is fine), so a half-made .venv is repaired.
 install: ## Install mail-proxy with the embedded Postgres and the dev tools (editable, in .venv)
 	$(BASE_PYTHON) scripts/bootstrap_venv.py $(VENV)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev]' -e clients/python -e clients/django-anymail
 
 run: install ## Install and run the whole service on an embedded Postgres (http://127.0.0.1:8000)
 	$(VENV)/bin/mail-proxy serve
