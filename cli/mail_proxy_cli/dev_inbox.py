@@ -178,6 +178,15 @@ def _find(path: Path, which: str) -> tuple[int, str, float, EmailMessage]:
     raise CliError(f"no message {which!r} in {path} (`mail-proxy dev-inbox list` shows them)")
 
 
+def _text_of(part: EmailMessage) -> str:
+    """A text part decoded; an unknown or lying charset shows replacement marks, not an error."""
+    try:
+        return str(part.get_content())
+    except (LookupError, UnicodeError, ValueError):
+        raw = part.get_payload(decode=True)
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
 def _parts(msg: EmailMessage) -> tuple[dict[str, str], list[dict[str, Any]]]:
     bodies: dict[str, str] = {}
     attachments: list[dict[str, Any]] = []
@@ -194,7 +203,7 @@ def _parts(msg: EmailMessage) -> tuple[dict[str, str], list[dict[str, Any]]]:
                 }
             )
         elif part.get_content_maintype() == "text":
-            bodies.setdefault(part.get_content_subtype(), str(part.get_content()))
+            bodies.setdefault(part.get_content_subtype(), _text_of(part))
     return bodies, attachments
 
 

@@ -141,6 +141,16 @@ def test_catcher_keeps_bytes_envelope_and_parts(
     raw = cli.run("dev-inbox", "show", "1", "--raw").stdout
     assert raw.startswith("X-Envelope-From: <zoe@example.org>")
 
+    # A sender's odd bytes (an unknown charset, 8-bit junk) are shown, never a traceback.
+    odd = (
+        b"From: x@example.org\r\nTo: ann@example.org\r\nSubject: odd\r\n"
+        b"Content-Type: text/plain; charset=x-no-such-charset\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xe9 \xff\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.sendmail("x@example.org", ["ann@example.org"], odd)
+    assert "caf" in cli.json("dev-inbox", "show", "2")["text"]
+
     missing = cli.run("dev-inbox", "show", "7", ok=False)
     assert missing.returncode == 1
     assert "no message '7'" in missing.stderr
@@ -150,5 +160,5 @@ def test_catcher_keeps_bytes_envelope_and_parts(
     assert busy.returncode == 1
     assert f"port {port} on 127.0.0.1 is in use" in busy.stderr
     assert catcher.stop() == 0
-    assert re.search(r"Deleted 1 message", cli.run("dev-inbox", "clear").stdout)
+    assert re.search(r"Deleted 2 message", cli.run("dev-inbox", "clear").stdout)
     assert cli.json("dev-inbox", "list") == []
