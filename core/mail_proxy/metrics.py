@@ -47,6 +47,12 @@ class Metrics:
             registry=r,
         )
         self.enqueued = Counter("gmp_enqueued", "Messages accepted for delivery", registry=r)
+        self.task_restarts = Counter(
+            "gmp_task_restarts",
+            "Background task crashes, each followed by a restart after a back-off",
+            ["task"],
+            registry=r,
+        )
         self.smtp_latency = Histogram(
             "gmp_smtp_send_seconds",
             "Time for the SMTP server to accept one message",

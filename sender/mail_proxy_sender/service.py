@@ -3,8 +3,10 @@
 
 `run_sender(ctx, stop)` runs until `stop` is set (SIGTERM), then drains: no new leases, sends
 in progress get `shutdown_grace_seconds` to finish, every unstarted message is given back to
-the queue, and queued outcomes are written. An unexpected crash of any part stops the others
-the same way and is raised, so the process exits and is restarted.
+the queue, and queued outcomes are written. A crash of the leasing loop or of a
+side task (reporter, webhooks, retention, inbound, cleanup) is logged, counted and restarted
+with back-off (`supervisor.py`); only the parts the drain itself needs (outcome writer, lease
+keeper, LISTEN) stop the sender when they fail, and that is raised so the process restarts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -40,6 +43,7 @@ from mail_proxy_sender.maintenance.large_file_cleanup import run_large_file_clea
 from mail_proxy_sender.maintenance.retention import run_retention
 from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.reporter import Reporter, ReporterDeps
+from mail_proxy_sender.supervisor import supervise
 from mail_proxy_sender.webhooks.deliverer import WebhookDeliverer, WebhookDeps
 
 log = logging.getLogger(__name__)
@@ -193,17 +197,26 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     listen_stop = asyncio.Event()  # also ends the heartbeat, once outcomes are stored
     writer_task = asyncio.create_task(writer.run(), name="outcome-writer")
     keeper_task = asyncio.create_task(keeper.run(listen_stop), name="lease-keeper")
-    dispatcher_task = asyncio.create_task(dispatcher.run(halt), name="dispatcher")
+    dispatcher_task = asyncio.create_task(
+        supervise("dispatcher", lambda: dispatcher.run(halt), stop=halt, metrics=ctx.metrics),
+        name="dispatcher",
+    )
+
+    def supervised(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        # A crash is logged, counted and restarted with back-off (supervisor.py), never the
+        # end of the process.
+        return asyncio.create_task(supervise(name, run, stop=halt, metrics=ctx.metrics), name=name)
+
     parts = {
         dispatcher_task,
         asyncio.create_task(wakeups.run(listen_stop), name="wakeups"),
         keeper_task,
-        asyncio.create_task(reporter.run(halt), name="reporter"),
-        asyncio.create_task(webhooks.run(halt), name="webhooks"),
-        asyncio.create_task(run_retention(ctx.pool, s, halt), name="retention"),
-        asyncio.create_task(inbound.run(halt), name="inbound"),
-        asyncio.create_task(
-            run_large_file_cleanup(ctx.pool, s, ctx.metrics, halt), name="large-file-cleanup"
+        supervised("reporter", lambda: reporter.run(halt)),
+        supervised("webhooks", lambda: webhooks.run(halt)),
+        supervised("retention", lambda: run_retention(ctx.pool, s, halt)),
+        supervised("inbound", lambda: inbound.run(halt)),
+        supervised(
+            "large-file-cleanup", lambda: run_large_file_cleanup(ctx.pool, s, ctx.metrics, halt)
         ),
     }
     stop_task = asyncio.create_task(stop.wait())
