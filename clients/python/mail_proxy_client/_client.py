@@ -20,7 +20,12 @@ from typing import Any
 
 import httpx
 
-from mail_proxy_client._exceptions import TransportError, ValidationError, error_for
+from mail_proxy_client._exceptions import (
+    MailProxyError,
+    TransportError,
+    ValidationError,
+    error_for,
+)
 from mail_proxy_client._models import AddMessagesResult, Message
 
 TOKEN_HEADER = "X-API-Token"
@@ -173,6 +178,8 @@ class Client:
                 response = self._http.request(
                     method, path, json=json, params=_clean(params or {}), headers=headers
                 )
+            except httpx.InvalidURL as exc:
+                raise MailProxyError(f"invalid URL for {method} {path}: {exc}") from exc
             except httpx.TransportError as exc:
                 if not self._policy.should_retry(attempt, None):
                     raise TransportError(f"{method} {path}: {exc}") from exc
@@ -279,6 +286,8 @@ class AsyncClient:
                 response = await self._http.request(
                     method, path, json=json, params=_clean(params or {}), headers=headers
                 )
+            except httpx.InvalidURL as exc:
+                raise MailProxyError(f"invalid URL for {method} {path}: {exc}") from exc
             except httpx.TransportError as exc:
                 if not self._policy.should_retry(attempt, None):
                     raise TransportError(f"{method} {path}: {exc}") from exc

@@ -12,6 +12,7 @@ from mail_proxy_client import (
     AsyncClient,
     AuthenticationError,
     Client,
+    MailProxyError,
     Message,
     ServiceUnavailable,
     TransportError,
@@ -79,6 +80,8 @@ async def test_async_client_and_its_errors(api: Api) -> None:
     ) as nowhere:
         with pytest.raises(TransportError):
             await nowhere.status()
+    with Client("http://[x", max_retries=0) as broken, pytest.raises(MailProxyError):
+        broken.status()
 
 
 class Busy:
