@@ -32,6 +32,17 @@ SECRET_KEYS = frozenset(
     }
 )
 _AUTH_SECRETS = ("token", "password")
+# Keys whose values are URLs a caller chose: shown and logged with `redact_url` (issue 9).
+URL_KEYS = frozenset(
+    {
+        "storage_path",
+        "url",
+        "client_base_url",
+        "client_sync_url",
+        "storage_url",
+        "public_base_url",
+    }
+)
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
 
 
@@ -78,13 +89,24 @@ def redact_urls(value: Any) -> Any:
     return value
 
 
+def url_may_hold_secret(value: object) -> bool:
+    """True for a URL string with user info or a query (what `redact_url` masks)."""
+    return isinstance(value, str) and "://" in value and ("@" in value or "?" in value)
+
+
+def _redacted(key: str, item: Any) -> Any:
+    if key in SECRET_KEYS and item not in (None, ""):
+        return MASK
+    if key in URL_KEYS and url_may_hold_secret(item):
+        return redact_url(item)
+    return redact(item)
+
+
 def redact(value: Any) -> Any:
-    """A copy of `value` with every secret replaced by `MASK` (empty values stay empty)."""
+    """A copy of `value` with every secret replaced by `MASK` (empty values stay empty), and
+    URLs under `URL_KEYS` without their user info and query values."""
     if isinstance(value, dict):
-        return {
-            key: (MASK if key in SECRET_KEYS and item not in (None, "") else redact(item))
-            for key, item in value.items()
-        }
+        return {key: _redacted(key, item) for key, item in value.items()}
     if isinstance(value, list):
         return [redact(item) for item in value]
     return value

@@ -21,7 +21,7 @@ from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.messages import EnqueueItem
 from mail_proxy.encryption import SecretBox
 from mail_proxy.priorities import normalise_priority
-from mail_proxy.redact import redact, seal_client_auth
+from mail_proxy.redact import redact, seal_client_auth, url_may_hold_secret
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Caller, Principal
 from mail_proxy_api.context import ApiContext, Ctx
@@ -91,6 +91,8 @@ def _prepare(
                 # Per-attachment credentials are stored encrypted, like every other secret.
                 attachment["auth"] = seal_client_auth(box, attachment["auth"])
                 has_secret = True
+            elif url_may_hold_secret(attachment.get("storage_path")):
+                has_secret = True  # user info or a signed query: masked in the command log
         # A repeated id inside one batch: the last one wins, as sequential upserts would.
         items[(tenant_id, msg_id)] = EnqueueItem(
             id=msg_id,

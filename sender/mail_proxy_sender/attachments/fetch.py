@@ -247,16 +247,19 @@ class AttachmentFetcher:
             target = Path(path)
             if not target.is_absolute():
                 raise PermanentFailure(f"Attachment {filename}: path must be absolute")
+            # One answer for "missing", "outside the roots" and "not a file": a tenant must not
+            # learn what exists on the sender's disk outside the allowed roots (issue 9).
+            unreadable = PermanentFailure(
+                f"Attachment {filename}: no such file under the allowed attachment roots"
+            )
             try:
                 resolved = target.resolve(strict=True)
-            except OSError:
-                raise PermanentFailure(f"Attachment {filename}: file not found") from None
+            except (OSError, RuntimeError, ValueError):
+                raise unreadable from None
             if not any(resolved.is_relative_to(root) for root in self._roots):
-                raise PermanentFailure(
-                    f"Attachment {filename}: path is outside the allowed attachment roots"
-                )
+                raise unreadable
             if not resolved.is_file():
-                raise PermanentFailure(f"Attachment {filename}: not a regular file")
+                raise unreadable
             if resolved.stat().st_size > sink.limit:
                 raise PermanentFailure(f"Attachment {filename} is larger than {sink.limit} bytes")
             try:

@@ -87,3 +87,26 @@ async def test_put_instance_refuses_unknown_keys_naming_them(api: Api) -> None:
     assert "bounce_pol_interval" in r.text
     r = await api.client.get("/instance", headers=api.admin())
     assert r.json()["name"] != "x"
+
+
+async def test_url_credentials_never_show_in_messages_or_the_command_log(api: Api) -> None:
+    from tests.integration.api.payloads import add_messages, message
+
+    await tenant_with_account(api)
+    url = "https://alice:hunter2@files.example.org/a.pdf?X-Amz-Signature=s3cr3t"
+    r = await add_messages(
+        api, [message("m1", attachments=[{"filename": "a.pdf", "storage_path": url}])]
+    )
+    assert r.json()["queued"] == 1, r.text
+    shown = [
+        (await api.client.get("/messages?tenant_id=acme", headers=api.admin())).text,
+        (await api.client.get("/command-log", headers=api.admin())).text,
+        (await api.client.get("/command-log/export", headers=api.admin())).text,
+    ]
+    for text in shown:
+        assert "hunter2" not in text
+        assert "s3cr3t" not in text
+    assert "files.example.org/a.pdf" in shown[0]
+    async with api.pool.acquire() as conn:  # the sender still has the real URL
+        stored = await conn.fetchval("SELECT payload::text FROM messages WHERE id = 'm1'")
+    assert "hunter2" in stored

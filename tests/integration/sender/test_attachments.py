@@ -114,7 +114,30 @@ async def test_filesystem_outside_the_allowed_roots_is_refused(
         )
     row = await world.message("acme", "m1")
     assert row["state"] == "error"
-    assert "outside the allowed attachment roots" in row["error"]
+    assert "no such file under the allowed attachment roots" in row["error"]
+    assert sink.attempted == []
+
+
+async def test_missing_and_forbidden_files_get_the_same_answer(
+    world: World, tmp_path: Path
+) -> None:
+    """Errors must not tell a tenant what exists outside the allowed roots (issue 9)."""
+    (tmp_path / "docs").mkdir()
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"do not mail me")
+    sink = SmtpSink()
+    paths = [str(secret), str(tmp_path / "absent.key"), str(tmp_path / "docs"), "/etc/passwd"]
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        for n, path in enumerate(paths):
+            attachment = {"filename": "k.txt", "storage_path": path}
+            await world.enqueue("acme", "smtp1", {"id": f"m{n}", "attachments": [attachment]})
+        async with running_sender(world, attachment_allowed_roots=(tmp_path / "docs",)):
+            for n in range(len(paths)):
+                await eventually(lambda n=n: _final(world, f"m{n}"))
+    errors = {(await world.message("acme", f"m{n}"))["error"] for n in range(len(paths))}
+    assert errors == {"Attachment k.txt: no such file under the allowed attachment roots"}
     assert sink.attempted == []
 
 
