@@ -31,12 +31,24 @@ def tenant_info(row: asyncpg.Record) -> TenantInfo:
         client_attachment_path=row["client_attachment_path"],
         rate_limits=row["rate_limits"],
         large_file_config=row["large_file_config"],
+        bounce_config=redact(row["bounce_config"]),
         active=row["active"],
         suspended_batches=parse_suspended(row["suspended_batches"]),
         managed_by=row["managed_by"],
         created_at=iso(row["created_at"]),
         updated_at=iso(row["updated_at"]),
     )
+
+
+def _pec_mailbox(row: asyncpg.Record) -> dict[str, Any]:
+    """A PEC account's receipt mailbox (ours, beyond the reference's imap_host/imap_port)."""
+    if not row["is_pec_account"]:
+        return {}
+    names = (
+        *("imap_user", "imap_folder", "imap_ssl", "imap_starttls", "imap_processed_action"),
+        *("imap_processed_folder", "imap_last_uid", "imap_last_sync"),
+    )
+    return {name: row[name] for name in names}
 
 
 def account_info(row: asyncpg.Record) -> AccountInfo:
@@ -60,6 +72,7 @@ def account_info(row: asyncpg.Record) -> AccountInfo:
         is_pec_account=row["is_pec_account"],
         imap_host=row["imap_host"],
         imap_port=row["imap_port"],
+        **_pec_mailbox(row),
         managed_by=row["managed_by"],
     )
 

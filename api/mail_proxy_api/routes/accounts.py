@@ -40,6 +40,9 @@ async def add_account(body: AccountPayload, caller: Caller, ctx: Ctx) -> dict[st
         await record_command(
             conn, endpoint="addAccount", tenant_id=body.tenant_id, payload=body.model_dump()
         )
+        if body.is_pec_account or (existing is not None and existing["is_pec_account"]):
+            # Its PEC mailbox is polled (or no longer) in every process, without a restart.
+            await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
     return {"ok": True}
 
 

@@ -6,16 +6,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, HTTPException
 
 from mail_proxy.db import tenants as db_tenants
+from mail_proxy.db.mailboxes import set_bounce_config
 from mail_proxy.errors import ManagedResource
-from mail_proxy.redact import seal_client_auth
+from mail_proxy.redact import MASK, seal_client_auth
 from mail_proxy.tokens import hash_token, new_token
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Admin, Caller, Principal
-from mail_proxy_api.context import Ctx
+from mail_proxy_api.context import ApiContext, Ctx
 from mail_proxy_api.convert import tenant_info
+from mail_proxy_api.schemas.bounce import BounceMailbox
 from mail_proxy_api.schemas.tenants import (
     ApiKeyBody,
     ApiKeyResponse,
@@ -55,6 +58,29 @@ def _large_file_config(body: TenantPayload | TenantUpdate) -> dict[str, Any] | N
     return config.model_dump(exclude_unset=True) if config is not None else None
 
 
+async def _store_bounce_config(
+    ctx: ApiContext,
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    config: BounceMailbox | None,
+    existing: Any,
+) -> None:
+    """Store the tenant's bounce mailbox (password encrypted; a masked one keeps the stored
+    one) and wake the pollers of every process so it applies at once."""
+    previous = existing["bounce_config"] if existing is not None else None
+    document = None if config is None else config.model_dump()
+    if document is not None:
+        password = document.get("imap_password")
+        if password == MASK:
+            document["imap_password"] = (previous or {}).get("imap_password")
+        elif password:
+            document["imap_password"] = ctx.box.encrypt(password)
+    if document == previous:
+        return
+    await set_bounce_config(conn, tenant_id=tenant_id, config=document)
+    await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
+
+
 def _refuse_if_managed(row: Any, tenant_id: str) -> None:
     if row is not None and row["managed_by"]:
         raise ManagedResource("tenant", tenant_id, row["managed_by"])
@@ -80,6 +106,8 @@ async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
         created = await db_tenants.upsert_tenant(
             conn, tenant_id=body.id, fields=fields, api_key_hash=hash_token(api_key)
         )
+        # Create-or-replace: an absent bounce_config removes the tenant's own mailbox.
+        await _store_bounce_config(ctx, conn, body.id, body.bounce_config, existing)
         await record_command(
             conn, endpoint="addTenant", tenant_id=body.id, payload=body.model_dump()
         )
@@ -149,6 +177,8 @@ async def update_tenant(
                 ctx.box, fields["client_auth"], existing["client_auth"]
             )
         await db_tenants.update_tenant(conn, tenant_id=tenant_id, fields=fields)
+        if body.bounce_config is not None:
+            await _store_bounce_config(ctx, conn, tenant_id, body.bounce_config, existing)
         await record_command(
             conn,
             endpoint="updateTenant",

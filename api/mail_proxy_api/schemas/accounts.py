@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mail_proxy_api.schemas.bounce import HOST_PATTERN, folder_name
 from mail_proxy_api.schemas.bounds import INT32_MAX
 
 
@@ -31,12 +32,24 @@ class AccountPayload(BaseModel):
     # as Postfix's per-destination concurrency).
     max_connections: int = Field(default=20, ge=1, le=1000)
     is_pec_account: bool = False
-    imap_host: str | None = None
+    imap_host: str | None = Field(default=None, pattern=HOST_PATTERN)
     imap_port: int | None = Field(default=None, ge=1, le=65535)
     imap_user: str | None = None
     imap_password: str | None = None
-    imap_folder: str | None = None
+    imap_folder: str | None = Field(default=None, min_length=1, max_length=200)
     imap_ssl: bool | None = None
+    # Beyond the reference: STARTTLS when imap_ssl is false; what happens to read receipts.
+    imap_starttls: bool | None = None
+    imap_processed_action: Literal["keep", "seen", "move"] | None = None
+    imap_processed_folder: str | None = Field(default=None, min_length=1, max_length=200)
+
+    _folder = field_validator("imap_folder", "imap_processed_folder")(folder_name)
+
+    @model_validator(mode="after")
+    def _pec_mailbox(self) -> AccountPayload:
+        if self.imap_processed_action == "move" and not self.imap_processed_folder:
+            raise ValueError("imap_processed_action 'move' needs imap_processed_folder")
+        return self
 
 
 class AccountInfo(BaseModel):
@@ -59,6 +72,14 @@ class AccountInfo(BaseModel):
     is_pec_account: bool = False
     imap_host: str | None = None
     imap_port: int | None = None
+    imap_user: str | None = None
+    imap_folder: str | None = None
+    imap_ssl: bool | None = None
+    imap_starttls: bool | None = None
+    imap_processed_action: str | None = None
+    imap_processed_folder: str | None = None
+    imap_last_uid: int | None = None
+    imap_last_sync: int | None = None
     managed_by: str | None = None
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mail_proxy.large_files.policy import STORAGE_SCHEMES
+from mail_proxy_api.schemas.bounce import BounceMailbox
 from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
 
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -93,6 +94,7 @@ class TenantPayload(BaseModel):
     client_attachment_path: str | None = Field(default=None, max_length=URL_MAX)
     rate_limits: RateLimits | None = None
     large_file_config: LargeFileConfig | None = None
+    bounce_config: BounceMailbox | None = None
     active: bool = True
 
 
@@ -108,6 +110,7 @@ class TenantUpdate(BaseModel):
     client_attachment_path: str | None = Field(default=None, max_length=URL_MAX)
     rate_limits: RateLimits | None = None
     large_file_config: LargeFileConfig | None = None
+    bounce_config: BounceMailbox | None = None
     active: bool | None = None
 
 
@@ -120,6 +123,7 @@ class TenantInfo(BaseModel):
     client_attachment_path: str | None = None
     rate_limits: dict[str, Any] | None = None
     large_file_config: dict[str, Any] | None = None
+    bounce_config: dict[str, Any] | None = None  # imap_password masked
     active: bool
     suspended_batches: list[str] = Field(default_factory=list)
     managed_by: str | None = None

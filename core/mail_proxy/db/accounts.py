@@ -28,6 +28,9 @@ WRITABLE = (
     "imap_password",
     "imap_folder",
     "imap_ssl",
+    "imap_starttls",
+    "imap_processed_action",
+    "imap_processed_folder",
 )
 
 _COLUMNS = ", ".join(WRITABLE)
@@ -49,6 +52,8 @@ _DEFAULTS: dict[str, Any] = {
     "imap_folder": "INBOX",
     "imap_ssl": True,
     "max_connections": 20,
+    "imap_starttls": False,
+    "imap_processed_action": "keep",
 }
 
 

@@ -18,6 +18,9 @@ WRITABLE = (
     "bounce_imap_ssl",
     "bounce_poll_interval",
     "bounce_return_path",
+    "bounce_imap_starttls",
+    "bounce_processed_action",
+    "bounce_processed_folder",
 )
 
 

@@ -16,6 +16,7 @@ the UID state starts over.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -264,3 +265,14 @@ async def mailbox_status(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         "last_success_ts, last_error, uncorrelated FROM inbound_mailboxes ORDER BY key"
     )
     return rows
+
+
+async def set_bounce_config(
+    conn: asyncpg.Connection, *, tenant_id: str, config: dict[str, object] | None
+) -> None:
+    """Store a tenant's own bounce mailbox (password already encrypted); None removes it."""
+    await conn.execute(
+        "UPDATE tenants SET bounce_config = $2::text::jsonb, updated_at = now() WHERE id = $1",
+        tenant_id,
+        None if config is None else json.dumps(config),
+    )

@@ -18,8 +18,9 @@ import asyncpg
 
 from mail_proxy.encryption import SecretBox
 
-# The fields of a `client_auth`-shaped document that hold secrets (see mail_proxy.redact).
-_DOCUMENT_SECRETS = ("token", "password")
+# The fields of a sealed document that hold secrets: `client_auth` (see mail_proxy.redact)
+# and a tenant's `bounce_config` (imap_password).
+_DOCUMENT_SECRETS = ("token", "password", "imap_password")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ SECRET_COLUMNS = (
 )
 SECRET_DOCUMENTS = (
     SecretDocument("tenants", "id", "client_auth"),
+    SecretDocument("tenants", "id", "bounce_config"),
     SecretDocument("instance", "id", "config", path="client_sync_auth"),
     SecretDocument("provider_feedback", "pk", "config"),
 )

@@ -392,6 +392,9 @@ async def test_instance_read_and_update(api: Api) -> None:
         "bounce_imap_folder": "INBOX",
         "bounce_imap_ssl": True,
         "bounce_poll_interval": 60,
+        # ours (issue 11): STARTTLS and what happens to processed bounces
+        "bounce_imap_starttls": False,
+        "bounce_processed_action": "keep",
     }
     r = await api.client.put(
         "/instance",
