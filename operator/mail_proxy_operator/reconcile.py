@@ -223,6 +223,8 @@ async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec
                 changed.append(f"account row updated ({', '.join(diff)})")
             else:
                 changed.append("account row adopted")
+            if desired["is_pec_account"] or (row is not None and row["is_pec_account"]):
+                await _reload_mailboxes(conn)
         return await managed.account_figures(conn, tenant_id=tenant_id, account_id=account_id)
 
     figures = await _db(ctx.pool, write_row)
@@ -233,6 +235,11 @@ async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec
         **figures_status(figures),
     }
     return Outcome(tuple(changed), status, f"account '{account_id}' matches the spec")
+
+
+async def _reload_mailboxes(conn: asyncpg.Connection) -> None:
+    """Bounce and PEC pollers in every sender re-read their mailboxes now (not in 30 s)."""
+    await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
 
 
 # --- MailProxyInstance -----------------------------------------------------------------------
@@ -265,6 +272,8 @@ async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInsta
                 conn, fields={**desired, "bounce_imap_password": password}
             )
             changed.append(f"instance settings updated ({', '.join(diff)})")
+            if any(name.startswith("bounce_") for name in diff):
+                await _reload_mailboxes(conn)
         mine = row["managed_by"] == ref.managed_by
         if not mine or not _config_equal(ctx.box, row["config"] or {}, config):
             sealed = dict(config)

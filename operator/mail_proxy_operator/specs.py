@@ -149,6 +149,9 @@ class ImapSpec(_Spec):
     password_secret_ref: SecretKeyRef | None = None
     folder: str = "INBOX"
     ssl: bool = True
+    starttls: bool = False
+    processed_action: Literal["keep", "seen", "move"] = "keep"
+    processed_folder: str | None = None
 
 
 class PecSpec(_Spec):
@@ -211,6 +214,9 @@ class SmtpAccountSpec(_Spec):
             "imap_password": imap_password if imap else None,
             "imap_folder": imap.folder if imap else "INBOX",
             "imap_ssl": imap.ssl if imap else True,
+            "imap_starttls": imap.starttls if imap else False,
+            "imap_processed_action": imap.processed_action if imap else "keep",
+            "imap_processed_folder": imap.processed_folder if imap else None,
         }
 
 
@@ -237,6 +243,9 @@ class BounceSpec(_Spec):
     imap_password_secret_ref: SecretKeyRef | None = None
     imap_folder: str = "INBOX"
     imap_ssl: bool = True
+    imap_starttls: bool = False
+    processed_action: Literal["keep", "seen", "move"] = "keep"
+    processed_folder: str | None = None
     poll_interval_seconds: int = 60
     return_path: str | None = None
 
@@ -294,6 +303,9 @@ class MailProxyInstanceSpec(_Spec):
             "bounce_imap_ssl": bounce.imap_ssl,
             "bounce_poll_interval": bounce.poll_interval_seconds,
             "bounce_return_path": bounce.return_path,
+            "bounce_imap_starttls": bounce.imap_starttls,
+            "bounce_processed_action": bounce.processed_action,
+            "bounce_processed_folder": bounce.processed_folder,
         }
 
 

@@ -232,3 +232,23 @@ async def test_reload_bounce_starts_a_poller_without_restart(world: World, imap:
                 return len(await bounce_events(world, "acme")) == 1
 
             await eventually(one, timeout=30)
+
+
+async def test_a_tenant_mailbox_on_a_private_address_is_refused(
+    world: World, imap: Dovecot
+) -> None:
+    await world.tenant("acme")
+    await tenant_mailbox(world, "acme", imap, "tenantbox")
+    imap.append("tenantbox", bounces.postfix(bounces.original_headers()))
+    async with running_sender(world, **INBOUND_FAST, outbound_allow=()):
+
+        async def refused() -> bool:
+            error = await world.fetchval(
+                "SELECT last_error FROM inbound_mailboxes WHERE key = 'tenant:acme'"
+            )
+            return bool(error and "GMP_OUTBOUND_ALLOW" in error)
+
+        await eventually(refused, timeout=20)
+    # Nothing was read from it.
+    assert await world.fetchval("SELECT last_uid FROM inbound_mailboxes") == 0
+    assert [flags for _, flags in imap.messages("tenantbox")] == ["\\Recent"]

@@ -111,6 +111,9 @@ def test_an_empty_instance_spec_asks_for_the_schema_defaults() -> None:
         "bounce_imap_ssl": True,
         "bounce_poll_interval": 60,
         "bounce_return_path": None,
+        "bounce_imap_starttls": False,
+        "bounce_processed_action": "keep",
+        "bounce_processed_folder": None,
     }
 
 
@@ -143,6 +146,38 @@ def test_pec_mailbox_defaults_to_the_smtp_credentials() -> None:
         "me@pec.example",
     )
     assert fields["imap_password"] == "pw"
+    assert (fields["imap_starttls"], fields["imap_processed_action"]) == (False, "keep")
+
+
+def test_mailbox_tls_and_processed_mail_settings() -> None:
+    account = SmtpAccountSpec.model_validate(
+        {
+            "tenantRef": {"name": "t"},
+            "host": "smtp.pec.example",
+            "pec": {
+                "enabled": True,
+                "imap": {
+                    "host": "imap.pec.example",
+                    "port": 143,
+                    "ssl": False,
+                    "starttls": True,
+                    "processedAction": "move",
+                    "processedFolder": "Ricevute",
+                },
+            },
+        }
+    )
+    fields = account.desired_fields({})
+    assert (fields["imap_ssl"], fields["imap_starttls"]) == (False, True)
+    assert (fields["imap_processed_action"], fields["imap_processed_folder"]) == (
+        "move",
+        "Ricevute",
+    )
+    instance = MailProxyInstanceSpec.model_validate(
+        {"bounce": {"enabled": True, "imapStarttls": True, "processedAction": "seen"}}
+    )
+    fields = instance.desired_fields({})
+    assert (fields["bounce_imap_starttls"], fields["bounce_processed_action"]) == (True, "seen")
 
 
 def test_client_auth_shapes() -> None:
