@@ -51,6 +51,7 @@ BSL_FILES = {
     "operator/mail_proxy_operator/api_keys.py",
     # Bounces, PEC receipts and suppression lists
     "api/mail_proxy_api/routes/suppressions.py",
+    "api/mail_proxy_api/schemas/bounce.py",
     "api/mail_proxy_api/schemas/suppressions.py",
     "core/mail_proxy/db/bounce_routing.py",
     "core/mail_proxy/db/bounces.py",
