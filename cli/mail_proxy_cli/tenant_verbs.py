@@ -108,8 +108,10 @@ def add_account(
     port = require(port, "SMTP port", hint="--port", type=click.IntRange(1, 65535))
     if form and user is None:
         user = optional("SMTP user (empty for none)")
-    if user is not None and password is None and interactive():
-        password = optional("SMTP password", hide=True)
+    if user is not None and password is None:
+        # A user without a password cannot log in: asked (hidden) on a terminal, else refused
+        # naming the option, never saved half-configured (issue 9).
+        password = require(None, "SMTP password", hint="--password for --user", hide=True)
     body: dict[str, Any] = {
         "id": account_id,
         "tenant_id": session.tenant,

@@ -82,3 +82,15 @@ def test_delete_asks_for_confirmation(lab: Lab) -> None:
     child.expect("Tenant 't-confirm' deleted.")
     _finish(child)
     assert "t-confirm" not in {t["id"] for t in lab.json("tenants", "list")}
+
+
+def test_accounts_add_with_a_user_and_no_terminal_refuses_without_a_password(lab: Lab) -> None:
+    lab.run("tenants", "add", "t-nopw")
+    args = ("t-nopw", "accounts", "add", "relay", "--host", "smtp.example.org", "--port", "25")
+    result = lab.run(*args, "--user", "mailer", ok=False)
+    assert result.returncode == 2
+    assert "--password" in result.stderr
+    assert lab.json("t-nopw", "accounts", "list") == []
+    lab.run(*args, "--user", "mailer", "--password", "pw")
+    [account] = lab.json("t-nopw", "accounts", "list")
+    assert account["user"] == "mailer"
