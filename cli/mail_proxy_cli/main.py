@@ -67,6 +67,17 @@ def _settings(**flags: object) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def _download_secret(settings: Settings) -> bytes | None:
+    """The large-file link secret; without one (external database, none set) say so once."""
+    secret = load_download_secret(settings)
+    if secret is None:
+        say(
+            "GMP_DOWNLOAD_SECRET is not set: large-file download links are refused "
+            "(oversized attachments are attached normally)"
+        )
+    return secret
+
+
 async def _prepare(settings: Settings, db: Database) -> None:
     """Schema up to date and an admin token in place; a generated token is shown once."""
     for name in await migrate_database(db.dsn):
@@ -100,7 +111,7 @@ async def _run_api(settings: Settings, db: Database) -> None:
             pool=pool,
             box=db.box,
             metrics=Metrics(),
-            download_secret=load_download_secret(settings),
+            download_secret=_download_secret(settings),
         )
         say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
         await serve_api(ctx, settings, stop)
@@ -119,7 +130,7 @@ async def _run_all(settings: Settings, db: Database) -> None:
         instance_settings_followed(settings, pool, db.box, stop),
     ):
         metrics = Metrics()
-        secret = load_download_secret(settings)
+        secret = _download_secret(settings)
         api_ctx = ApiContext(
             settings=settings, pool=pool, box=db.box, metrics=metrics, download_secret=secret
         )
@@ -165,7 +176,7 @@ async def _run_sender(settings: Settings, db: Database) -> None:
             box=db.box,
             metrics=Metrics(),
             dsn=db.dsn,
-            download_secret=load_download_secret(settings),
+            download_secret=_download_secret(settings),
         )
         port = settings.sender_metrics_port or None
         if port is not None:

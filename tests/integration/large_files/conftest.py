@@ -4,6 +4,7 @@ test database, with `file://` storage in the test's folder or S3 on a loopback m
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import os
 import re
@@ -20,8 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from mail_proxy.encryption import decode_key, generate_key
-from tests.conftest import free_port
+from mail_proxy.config import Settings
+from mail_proxy.db.pool import create_pool
+from mail_proxy.encryption import SecretBox, decode_key, generate_key
+from mail_proxy.metrics import Metrics
+from mail_proxy_api.app import create_app
+from mail_proxy_api.context import ApiContext
+from tests.conftest import free_port, serving
 from tests.integration.api.conftest import Api, running_api
 from tests.integration.sender.conftest import World, eventually, running_sender, world
 from tests.integration.sender.servers import SmtpSink, smtp_server
@@ -81,6 +87,27 @@ class Offload:
     async def final(self) -> bool:
         state = (await self.world.message("acme", "m1"))["state"]
         return bool(state in ("sent", "error", "deferred"))
+
+
+@contextlib.asynccontextmanager
+async def another_api_pod(dsn: str, secret: bytes) -> AsyncIterator[httpx.AsyncClient]:
+    """One more API server on the same database (what a second pod is), its client."""
+    pool = await create_pool(dsn, max_size=2)
+    ctx = ApiContext(
+        settings=Settings(),
+        pool=pool,
+        box=SecretBox(None),
+        metrics=Metrics(),
+        download_secret=secret,
+    )
+    try:
+        async with (
+            serving(create_app(ctx)) as port,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client,
+        ):
+            yield client
+    finally:
+        await pool.close()
 
 
 @pytest.fixture
