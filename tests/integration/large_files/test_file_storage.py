@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -254,7 +255,10 @@ async def test_too_big_to_attach_after_a_failed_upload_is_retried(
     assert sink.received == []
 
 
-async def test_a_retry_reuses_the_upload(offload: Offload) -> None:
+@pytest.mark.parametrize("rendered_kept", [True, False])
+async def test_a_retry_does_not_upload_again(offload: Offload, rendered_kept: bool) -> None:
+    """A retry sends the bytes rendered the first time (links included); when those are not
+    kept, it is built again and reuses the earlier upload of the same part and content."""
     await offload.tenant()
     sink = SmtpSink(reply="450 4.2.0 mailbox busy")
     await offload.send(
@@ -264,6 +268,8 @@ async def test_a_retry_reuses_the_upload(offload: Offload) -> None:
         retry_jitter_ratio=0.0,
     )
     assert (await offload.world.message("acme", "m1"))["state"] == "deferred"
+    if not rendered_kept:
+        await offload.world.execute("UPDATE messages SET rendered = NULL")
     sink.reply = None
     async with smtp_server(sink) as port:
         await offload.world.execute("UPDATE accounts SET port = $1", port)
@@ -276,7 +282,9 @@ async def test_a_retry_reuses_the_upload(offload: Offload) -> None:
 
             await eventually(sent)
     assert await offload.world.fetchval("SELECT count(*) FROM large_files") == 1
-    assert counter(ctx, "gmp_large_files_total", tenant_id="acme", outcome="reused") == 1
+    assert counter(ctx, "gmp_large_files_total", tenant_id="acme", outcome="uploaded") == 0
+    reused = counter(ctx, "gmp_large_files_total", tenant_id="acme", outcome="reused")
+    assert reused == (0 if rendered_kept else 1)
     [url] = links(body_text(received(sink)))
     assert (await offload.api.client.get(url)).content == BIG
 
