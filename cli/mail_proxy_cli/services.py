@@ -56,7 +56,16 @@ async def serve_sender(ctx: SenderContext, stop: asyncio.Event, *, probe_port: i
         await run_sender(ctx, stop)
         return
     config = uvicorn.Config(
-        create_probe_app(ctx.pool, ctx.metrics),
+        create_probe_app(
+            ctx.pool,
+            ctx.metrics,
+            metrics_token=(
+                ctx.settings.metrics_token.get_secret_value()
+                if ctx.settings.metrics_token
+                else None
+            ),
+            metrics_cache_seconds=ctx.settings.metrics_cache_seconds,
+        ),
         host=ctx.settings.host,
         port=probe_port,
         log_config=None,

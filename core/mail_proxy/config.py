@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     operator_health_host: str = "127.0.0.1"
     operator_health_port: int = 8080
 
+    # /metrics: open by default (reference behaviour); with a token, scrapers must send
+    # `Authorization: Bearer <token>`. Queue gauges are read from Postgres at most this often.
+    metrics_token: SecretStr | None = None
+    metrics_cache_seconds: float = 5.0
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -7,6 +7,9 @@ pod of either kind reports readiness and queue depth the same way.
 
 from __future__ import annotations
 
+import hmac
+import time
+
 import asyncpg
 
 from mail_proxy.db import messages as db_messages
@@ -35,9 +38,20 @@ async def not_ready_reason(pool: asyncpg.Pool) -> str | None:
     return None
 
 
-async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics) -> None:
+async def refresh_queue_gauges(
+    pool: asyncpg.Pool, metrics: Metrics, *, max_age_seconds: float = 0.0
+) -> None:
     """Queue gauges (messages, and webhook endpoints' failures and backlog) are read from
-    Postgres at scrape time, so every pod reports the same truth."""
+    Postgres, so every pod reports the same truth; at most once per `max_age_seconds`, however
+    often and however many scrapers ask (a scrape storm is not a query storm, issue 9)."""
+    async with metrics.queue_gauges_lock:
+        if time.monotonic() - metrics.queue_gauges_at < max_age_seconds:
+            return
+        await _read_queue_gauges(pool, metrics)
+        metrics.queue_gauges_at = time.monotonic()
+
+
+async def _read_queue_gauges(pool: asyncpg.Pool, metrics: Metrics) -> None:
     async with pool.acquire() as conn:
         rows = await db_messages.unsent_by_tenant_priority(conn)
         endpoints = await db_webhooks.endpoint_states(conn)
@@ -56,3 +70,11 @@ async def refresh_queue_gauges(pool: asyncpg.Pool, metrics: Metrics) -> None:
     for tenant_id, seconds in oldest.items():
         metrics.oldest_pending.labels(tenant_id).set(seconds)
     metrics.pending.set(sum(row["pending"] for row in rows))
+
+
+def metrics_allowed(authorization: str | None, token: str | None) -> bool:
+    """True when `/metrics` may answer: no `GMP_METRICS_TOKEN`, or `Bearer <that token>`."""
+    if token is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)

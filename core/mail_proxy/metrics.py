@@ -7,6 +7,8 @@ labels and help strings; the rest are ours (SPEC section 9).
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 DELIVERY_LABELS = ("tenant_id", "tenant_name", "account_id", "account_name")
@@ -18,6 +20,9 @@ class Metrics:
     """Every metric family the service exports, registered on `self.registry`."""
 
     def __init__(self) -> None:
+        # When the queue gauges were last read from Postgres (health.refresh_queue_gauges).
+        self.queue_gauges_at = float("-inf")
+        self.queue_gauges_lock = asyncio.Lock()
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.sent = Counter("gmp_sent", "Total sent emails", DELIVERY_LABELS, registry=r)
         self.errors = Counter("gmp_errors", "Total send errors", DELIVERY_LABELS, registry=r)

@@ -11,11 +11,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from mail_proxy.health import METRICS_CONTENT_TYPE, not_ready_reason, refresh_queue_gauges
+from mail_proxy.health import (
+    METRICS_CONTENT_TYPE,
+    metrics_allowed,
+    not_ready_reason,
+    refresh_queue_gauges,
+)
 from mail_proxy.metrics import Metrics
 
 
-def create_probe_app(pool: asyncpg.Pool, metrics: Metrics) -> Starlette:
+def create_probe_app(
+    pool: asyncpg.Pool,
+    metrics: Metrics,
+    *,
+    metrics_token: str | None = None,
+    metrics_cache_seconds: float = 5.0,
+) -> Starlette:
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -25,9 +36,11 @@ def create_probe_app(pool: asyncpg.Pool, metrics: Metrics) -> Starlette:
             return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    async def metrics_route(_: Request) -> Response:
+    async def metrics_route(request: Request) -> Response:
+        if not metrics_allowed(request.headers.get("authorization"), metrics_token):
+            return JSONResponse({"detail": "metrics token required"}, status_code=401)
         # Queue depth too, so autoscaling on gmp_pending_messages can scrape sender pods.
-        await refresh_queue_gauges(pool, metrics)
+        await refresh_queue_gauges(pool, metrics, max_age_seconds=metrics_cache_seconds)
         return Response(generate_latest(metrics.registry), media_type=METRICS_CONTENT_TYPE)
 
     return Starlette(

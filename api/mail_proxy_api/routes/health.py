@@ -6,12 +6,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest
 
 from mail_proxy.db import messages as db_messages
-from mail_proxy.health import METRICS_CONTENT_TYPE, not_ready_reason, refresh_queue_gauges
+from mail_proxy.health import (
+    METRICS_CONTENT_TYPE,
+    metrics_allowed,
+    not_ready_reason,
+    refresh_queue_gauges,
+)
 from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
 from mail_proxy_api.errors import RETRY_AFTER_SECONDS
@@ -53,6 +58,18 @@ async def status(caller: Caller, ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/metrics")
-async def metrics(ctx: Ctx) -> Response:
-    await refresh_queue_gauges(ctx.pool, ctx.metrics)
+async def metrics(ctx: Ctx, request: Request) -> Response:
+    """Prometheus text; with `GMP_METRICS_TOKEN` set, only for `Authorization: Bearer <it>`."""
+    token = ctx.settings.metrics_token
+    if not metrics_allowed(
+        request.headers.get("authorization"), token.get_secret_value() if token else None
+    ):
+        return JSONResponse(
+            {"detail": "metrics token required"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    await refresh_queue_gauges(
+        ctx.pool, ctx.metrics, max_age_seconds=ctx.settings.metrics_cache_seconds
+    )
     return Response(generate_latest(ctx.metrics.registry), media_type=METRICS_CONTENT_TYPE)

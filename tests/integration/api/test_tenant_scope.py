@@ -110,3 +110,27 @@ async def test_url_credentials_never_show_in_messages_or_the_command_log(api: Ap
     async with api.pool.acquire() as conn:  # the sender still has the real URL
         stored = await conn.fetchval("SELECT payload::text FROM messages WHERE id = 'm1'")
     assert "hunter2" in stored
+
+
+async def test_metrics_token_guards_metrics_and_gauges_are_cached(dsn: str) -> None:
+    from mail_proxy.config import Settings
+    from tests.integration.api.conftest import running_api
+
+    settings = Settings(metrics_token="scrape-me", metrics_cache_seconds=3600)
+    async with running_api(dsn, settings=settings) as api:
+        assert (await api.client.get("/metrics")).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await api.client.get("/metrics", headers=wrong)).status_code == 401
+        # the admin token is not the scrape token either
+        assert (await api.client.get("/metrics", headers=api.admin())).status_code == 401
+        good = {"Authorization": "Bearer scrape-me"}
+        r = await api.client.get("/metrics", headers=good)
+        assert r.status_code == 200
+        assert "gmp_pending_messages 0.0" in r.text
+        await tenant_with_account(api)
+        from tests.integration.api.payloads import add_messages, message
+
+        await add_messages(api, [message("m1")])
+        # cached: the scrape does not query Postgres again within metrics_cache_seconds
+        r = await api.client.get("/metrics", headers=good)
+        assert "gmp_pending_messages 0.0" in r.text
