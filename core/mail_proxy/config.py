@@ -131,6 +131,9 @@ class Settings(BaseSettings):
         86400,
     )
     webhook_secret_overlap_seconds: int = 86_400
+    # Endpoints per tenant: every event becomes one delivery per endpoint, so this bounds the
+    # work one tenant's events can cause.
+    webhook_max_per_tenant: int = 20
     # Provider feedback: the hosts an SNS SigningCertURL / SubscribeURL may name (regex on the
     # host, matched in full; https only).
     sns_certificate_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"

@@ -180,7 +180,16 @@ async def _verified_events(
     return postmark.events(body, now), False
 
 
-@router.post("/providers/{provider}/{tenant_id}", response_model=NotificationAccepted)
+@router.post(
+    "/providers/{provider}/{tenant_id}",
+    response_model=NotificationAccepted,
+    responses={
+        400: {"description": "Not the provider's documented shape"},
+        401: {"description": "Not proven to come from the provider (signature, credentials)"},
+        404: {"description": "Unknown provider, or none configured for the tenant"},
+        502: {"description": "SNS did not accept the subscription confirmation"},
+    },
+)
 async def provider_notification(provider: str, tenant_id: str, request: Request, ctx: Ctx) -> Any:
     """A provider's notification: verified, correlated, recorded as bounces/suppressions."""
     _known(provider)

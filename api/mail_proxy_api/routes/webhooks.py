@@ -55,7 +55,14 @@ async def _reread(conn: Any, tenant_id: str, webhook_id: str) -> Any:
     return row
 
 
-@router.post("/webhooks", response_model=WebhookCreated)
+@router.post(
+    "/webhooks",
+    response_model=WebhookCreated,
+    responses={
+        404: {"description": "No such tenant"},
+        409: {"description": "The id is taken, or the tenant has its maximum of webhooks"},
+    },
+)
 async def create_webhook(body: WebhookCreate, caller: Caller, ctx: Ctx) -> Any:
     tenant_id = scoped_tenant(caller, body.tenant_id)
     webhook_id = body.id or f"wh_{secrets.token_hex(8)}"
@@ -66,6 +73,9 @@ async def create_webhook(body: WebhookCreate, caller: Caller, ctx: Ctx) -> Any:
         exists = await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tenant_id)
         if not exists:
             raise HTTPException(404, f"Tenant '{tenant_id}' not found")
+        limit = ctx.settings.webhook_max_per_tenant
+        if len(await db_webhooks.list_webhooks(conn, tenant_id=tenant_id)) >= limit:
+            raise HTTPException(409, f"a tenant has at most {limit} webhooks; delete one first")
         await db_webhooks.create_webhook(
             conn,
             tenant_id=tenant_id,

@@ -124,3 +124,14 @@ async def test_bad_input_is_refused_with_a_reason(api: Api) -> None:
     )
     assert r.status_code == 422
     assert (await api.client.get("/webhooks", headers=me)).json()["webhooks"] == []
+
+
+async def test_a_tenant_cannot_multiply_its_events_without_bound(api: Api) -> None:
+    key = await tenant_with_account(api)
+    me = {"X-API-Token": key}
+    for i in range(20):
+        body = {"id": f"w{i}", "url": "https://hooks.example.org/x"}
+        assert (await api.client.post("/webhooks", json=body, headers=me)).status_code == 200
+    r = await api.client.post("/webhooks", json={"url": "https://hooks.example.org/x"}, headers=me)
+    assert r.status_code == 409
+    assert "at most 20" in r.json()["detail"]
