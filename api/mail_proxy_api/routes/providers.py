@@ -104,8 +104,8 @@ async def put_provider(
 ) -> Any:
     """Body by provider: ses `{"topic_arns": [...]}`, sendgrid `{"public_key"}`, mailgun
     `{"signing_key"}`, postmark `{"user", "password"}` and/or `{"token"}`."""
+    tenant_id = scoped_tenant(caller, tenant_id)  # authorization first: 401 before anything
     _known(provider)
-    tenant_id = scoped_tenant(caller, tenant_id)
     try:
         settings = SETTINGS_MODELS[provider].model_validate(body)
     except ValidationError as exc:
@@ -131,8 +131,8 @@ async def put_provider(
 async def delete_provider(
     provider: str, caller: Caller, ctx: Ctx, tenant_id: str | None = None
 ) -> dict[str, bool]:
+    tenant_id = scoped_tenant(caller, tenant_id)  # authorization first: 401 before anything
     _known(provider)
-    tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await db.delete_config(conn, tenant_id=tenant_id, provider=provider):
             raise HTTPException(404, f"no {provider} settings for tenant '{tenant_id}'")

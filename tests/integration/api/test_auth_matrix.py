@@ -87,6 +87,20 @@ ROUTES = [
     ),
     # Nothing is suppressed when it runs: 404 past the authorization checks.
     Route("DELETE", "/suppressions/x@example.org?tenant_id=acme", "scoped", ok=404),
+    # Events (issue 15). Template ids name nothing: 404 past the authorization checks.
+    Route("GET", "/messages/{message_id}/events?tenant_id=acme", "scoped", ok=404),
+    Route("POST", "/webhooks", "scoped", json={"tenant_id": "acme", "url": "https://h.example/x"}),
+    Route("GET", "/webhooks?tenant_id=acme", "scoped"),
+    Route("GET", "/webhooks/{webhook_id}?tenant_id=acme", "scoped", ok=404),
+    Route("PATCH", "/webhooks/{webhook_id}?tenant_id=acme", "scoped", json={}, ok=404),
+    Route("DELETE", "/webhooks/{webhook_id}?tenant_id=acme", "scoped", ok=404),
+    Route("POST", "/webhooks/{webhook_id}/rotate-secret?tenant_id=acme", "scoped", ok=404),
+    Route("POST", "/webhooks/{webhook_id}/retry-failed?tenant_id=acme", "scoped", ok=404),
+    Route("GET", "/providers?tenant_id=acme", "scoped"),
+    Route("PUT", "/providers/{provider}?tenant_id=acme", "scoped", json={}, ok=404),
+    Route("DELETE", "/providers/{provider}?tenant_id=acme", "scoped", ok=404),
+    # Called by providers: no token; verified by their own signatures (unknown provider: 404).
+    Route("POST", "/providers/{provider}/acme", "public", json={}, ok=404),
     Route("GET", "/instance", "admin"),
     Route("PUT", "/instance", "admin", json={"name": "renamed"}),
     Route("POST", "/instance/reload-bounce", "admin"),
