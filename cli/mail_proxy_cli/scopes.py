@@ -17,6 +17,7 @@ import click
 from mail_proxy_cli import instances
 from mail_proxy_cli.admin import run_now, tenants
 from mail_proxy_cli.lifecycle import delete, info, list_instances, restart, start, stop, token
+from mail_proxy_cli.suppression_verbs import suppressions
 from mail_proxy_cli.tenant_verbs import (
     accounts,
     activate,
@@ -30,7 +31,17 @@ from mail_proxy_cli.tenant_verbs import (
 
 LIFECYCLE_COMMANDS = [start, stop, restart, list_instances, delete]
 INSTANCE_VERBS = [info, token, tenants, run_now]
-TENANT_VERBS = [tenant_info, api_key, accounts, messages, send, tenant_run_now, suspend, activate]
+TENANT_VERBS = [
+    tenant_info,
+    api_key,
+    accounts,
+    messages,
+    suppressions,
+    send,
+    tenant_run_now,
+    suspend,
+    activate,
+]
 _TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the API's tenant id rule
 
 
@@ -106,6 +117,10 @@ class MailProxyGroup(click.Group):
                     ("NAME run-now", "Wake senders and reporters."),
                     ("NAME TENANT accounts list|add|delete", "SMTP accounts."),
                     ("NAME TENANT messages list", "Messages [--status --limit]."),
+                    (
+                        "NAME TENANT suppressions list|add|remove",
+                        "Addresses never sent to (hard bounces, manual).",
+                    ),
                     ("NAME TENANT send FILE.eml", "Queue a message [--account]."),
                     ("NAME TENANT api-key rotate|revoke", "The tenant's API key."),
                     ("NAME TENANT run-now | suspend | activate", "Sending [--batch]."),

@@ -52,6 +52,7 @@ BSL_FILES = {
     # Bounces, PEC receipts and suppression lists
     "api/mail_proxy_api/routes/suppressions.py",
     "api/mail_proxy_api/schemas/bounce.py",
+    "cli/mail_proxy_cli/suppression_verbs.py",
     "api/mail_proxy_api/schemas/suppressions.py",
     "core/mail_proxy/db/bounce_routing.py",
     "core/mail_proxy/db/bounces.py",
