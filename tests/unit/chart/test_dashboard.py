@@ -37,6 +37,13 @@ REQUIRED_FAMILIES = {
     "gmp_smtp_send_seconds",
     "gmp_sync_success",
     "gmp_sync_failure",
+    # bounces, PEC receipts and suppression (issue 11)
+    "gmp_bounces",
+    "gmp_bounces_uncorrelated",
+    "gmp_pec_events",
+    "gmp_suppressed_recipients",
+    "gmp_suppression_entries",
+    "gmp_mailbox_last_success_timestamp_seconds",
 }
 
 
