@@ -74,6 +74,9 @@ def account_info(row: asyncpg.Record) -> AccountInfo:
         imap_port=row["imap_port"],
         **_pec_mailbox(row),
         managed_by=row["managed_by"],
+        health=row["health"],
+        health_reason=row["health_reason"],
+        health_checked_at=iso(row["health_checked_at"]),
     )
 
 

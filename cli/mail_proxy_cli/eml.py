@@ -2,9 +2,13 @@
 """An `.eml` file as an add-messages payload (the `send FILE.eml` verb).
 
 From, To, Cc, Bcc, Reply-To, Subject and Message-ID map to their payload fields; the body is the
-HTML part when there is one, else the text part; every other leaf part with a file name (or an
-attachment disposition) becomes a `base64` attachment. The client id is the Message-ID without
-its angle brackets, or a generated one when the file has none.
+HTML part when there is one, with the text part as `text_body` (so both go out again as
+multipart/alternative), else the text part; every other leaf part with a file name (or an
+attachment disposition) becomes a `base64` attachment. The file's other headers (`List-*`,
+`In-Reply-To`, `X-*`, ...) go in `headers`, except those that describe its MIME structure or
+its past transport (`Content-*`, `Received`, `DKIM-Signature`, `Date`, ...), which the proxy
+writes anew. The client id is the Message-ID without its angle brackets, or a generated one when
+the file has none.
 """
 
 from __future__ import annotations
@@ -15,6 +19,18 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
+
+# Mapped to payload fields, written by the message builder, or a trace of the file's past trip.
+_NOT_CUSTOM = frozenset(
+    {
+        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
+        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+        "content-id", "content-description", "received", "return-path", "delivered-to",
+        "dkim-signature", "domainkey-signature", "authentication-results", "arc-seal",
+        "arc-message-signature", "arc-authentication-results", "received-spf",
+        "x-genro-mail-id", "x-genro-mail-token",
+    }
+)  # fmt: skip
 
 
 class EmlError(ValueError):
@@ -59,6 +75,7 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
     if not recipients:
         raise EmlError("no To header")
     body_part = msg.get_body(preferencelist=("html", "plain"))
+    text_part = msg.get_body(preferencelist=("plain",))
     payload: dict[str, Any] = {
         "from": sender,
         "to": recipients,
@@ -68,6 +85,20 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
         if body_part is not None and body_part.get_content_subtype() == "html"
         else "plain",
     }
+    if (
+        body_part is not None
+        and text_part is not None
+        and text_part is not body_part
+        and payload["content_type"] == "html"
+    ):
+        payload["text_body"] = text_part.get_content()
+    headers = {
+        name: str(value)
+        for name, value in msg.items()
+        if name.lower() not in _NOT_CUSTOM and not name.lower().startswith("content-")
+    }
+    if headers:
+        payload["headers"] = headers
     for field, header in (("cc", "Cc"), ("bcc", "Bcc")):
         if found := _addresses(msg, header):
             payload[field] = found
@@ -82,6 +113,7 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
         for index, part in enumerate(msg.walk(), start=1)
         if not part.is_multipart()
         and part is not body_part
+        and part is not text_part
         and (part.get_filename() or part.is_attachment())
     ]
     if attachments:

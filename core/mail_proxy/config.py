@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     smtp_implicit_tls_ports: Annotated[tuple[int, ...], NoDecode] = (465,)
     throttle_base_seconds: float = 60.0
     throttle_max_seconds: float = 900.0
+    # A session that ends under a message (421, dropped connection) is reopened at once, at
+    # most this many times for one message, before the message is deferred.
+    smtp_reconnect_attempts: int = 2
+    # An account whose server cannot be used (TLS, authentication, connection, DNS) is held and
+    # probed again after base, doubling per failure up to max (seconds).
+    account_probe_base_seconds: float = 30.0
+    account_probe_max_seconds: float = 900.0
     # Attachments: fetch limits, where `filesystem` may read (nowhere by default), the cache.
     attachment_timeout_seconds: float = 30.0
     attachment_max_bytes: int = 25 * 1024 * 1024

@@ -14,6 +14,7 @@ import asyncpg
 
 from mail_proxy.db import messages as db_messages
 from mail_proxy.db import webhooks as db_webhooks
+from mail_proxy.db.account_health import all_health
 from mail_proxy.db.migrate import pending_versions
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.errors import MigrationError
@@ -55,12 +56,18 @@ async def _read_queue_gauges(pool: asyncpg.Pool, metrics: Metrics) -> None:
     async with pool.acquire() as conn:
         rows = await db_messages.unsent_by_tenant_priority(conn)
         endpoints = await db_webhooks.endpoint_states(conn)
+        accounts = await all_health(conn)
     metrics.webhook_failing.clear()
     metrics.webhook_pending.clear()
     for endpoint in endpoints:
         labels = (endpoint["tenant_id"], endpoint["id"])
         metrics.webhook_failing.labels(*labels).set(endpoint["consecutive_failures"])
         metrics.webhook_pending.labels(*labels).set(endpoint["pending"])
+    metrics.account_healthy.clear()
+    for account in accounts:
+        if account.health is not None:  # never tried: nothing known yet
+            healthy = 1.0 if account.health == "ok" else 0.0
+            metrics.account_healthy.labels(account.tenant_id, account.account_id).set(healthy)
     metrics.pending_by_tenant.clear()
     metrics.oldest_pending.clear()
     oldest: dict[str, float] = {}

@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from mail_proxy.addresses import address_of, has_crlf
+from mail_proxy.addresses import address_of, has_crlf, split_recipients
 from mail_proxy.mime import header_problem
 
 # Exact strings of the reference (section 1.4), in the order they are checked.
@@ -78,7 +78,7 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
     for field in _LIST_FIELDS:
         values = get(field)
         if values:
-            for value in [values] if isinstance(values, str) else values:
+            for value in split_recipients(values) if isinstance(values, str) else values:
                 if has_crlf(value):
                     return f"line break in {field}"
                 if address_of(value) is None:

@@ -45,6 +45,13 @@ class Metrics:
             ("tenant_id",),
             registry=r,
         )
+        self.account_healthy = Gauge(
+            "gmp_account_healthy",
+            "1 when the account's SMTP server accepts sessions, 0 while it is held for an "
+            "account-level failure (TLS, authentication, connection, DNS)",
+            ("tenant_id", "account_id"),
+            registry=r,
+        )
         self.enqueue_latency = Histogram(
             "gmp_enqueue_seconds",
             "Time to accept an add-messages request",

@@ -76,6 +76,12 @@ class _WirePolicy(EmailPolicy):
             and len(name) + 2 + len(text) <= MAX_LINE_OCTETS
         ):
             return f"{name}: {text}{self.linesep}".encode("ascii")
+        empty_first = f"{name}:{self.linesep} ".encode("ascii")
+        if folded.startswith(empty_first):
+            # The standard folder moves a first word that does not fit after the name to the
+            # next line, leaving `Subject:` empty (and a leading space in the value). The
+            # word goes on the first line instead: a little over 78, far under 998 octets.
+            folded = f"{name}: ".encode("ascii") + folded[len(empty_first) :]
         return folded
 
 

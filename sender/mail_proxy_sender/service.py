@@ -31,6 +31,7 @@ from mail_proxy_sender.attachments.offload import Offloader
 from mail_proxy_sender.delivery.attempt import Deliverer
 from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
 from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
+from mail_proxy_sender.delivery.failures import AccountFailure
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter
@@ -140,6 +141,14 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     async def on_too_many_connections(job: Job) -> bool:
         return dispatcher is not None and await dispatcher.on_too_many_connections(job)
 
+    async def on_account_failure(job: Job, failure: AccountFailure) -> None:
+        if dispatcher is not None:
+            await dispatcher.on_account_failure(job, failure)
+
+    async def on_account_ok(job: Job) -> None:
+        if dispatcher is not None:
+            await dispatcher.on_account_ok(job)
+
     deliverer = Deliverer(
         fetcher=fetcher,
         box=ctx.box,
@@ -150,10 +159,13 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
             timeout_seconds=s.smtp_timeout_seconds,
             implicit_tls_ports=s.smtp_implicit_tls_ports,
             ca_file=s.smtp_ca_file,
+            reconnect_attempts=s.smtp_reconnect_attempts,
         ),
         metrics=ctx.metrics,
         on_throttled=on_throttled,
         on_too_many_connections=on_too_many_connections,
+        on_account_failure=on_account_failure,
+        on_account_ok=on_account_ok,
         routing=lambda: routing.current,
         offloader=Offloader(
             fetcher=fetcher,

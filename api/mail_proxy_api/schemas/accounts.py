@@ -81,6 +81,11 @@ class AccountInfo(BaseModel):
     imap_last_uid: int | None = None
     imap_last_sync: int | None = None
     managed_by: str | None = None
+    # Account health (SPEC section 13): "ok", or "unhealthy" with what to fix in
+    # `health_reason`; absent until a sender has tried the account.
+    health: str | None = None
+    health_reason: str | None = None
+    health_checked_at: str | None = None
 
 
 class AccountsResponse(BaseModel):

@@ -40,6 +40,7 @@ _UPSERT = f"""
 INSERT INTO accounts (tenant_id, id, managed_by, {_COLUMNS})
 VALUES ($1, $2, $3, {_PLACEHOLDERS})
 ON CONFLICT (tenant_id, id) DO UPDATE SET {_UPDATES}, managed_by = EXCLUDED.managed_by,
+    health_retry_at = NULL,  -- an edited account is tried again at once (account_health)
     updated_at = now()
 RETURNING pk, (xmax = 0) AS created
 """

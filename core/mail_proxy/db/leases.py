@@ -3,7 +3,8 @@
 
 Ready means: state `pending`, or `deferred` whose `deferred_ts` has come; the tenant is active
 and has not suspended the message's batch (`suspended_batches` '*' or a list of codes); the
-account is neither throttled (421/451 back-off) nor waiting for a rate-limit slot.
+account is neither throttled (rate back-off), nor waiting for a rate-limit slot, nor held for an
+account-level failure until its next probe (`health_retry_at`, see db/account_health).
 
 `lease_for_account` runs in ONE short transaction the caller opens: it locks the account row
 (`FOR NO KEY UPDATE`: leasers of that account queue up across processes, while inserts that
@@ -47,6 +48,7 @@ JOIN LATERAL (
 ) tn ON true
 WHERE tn.active AND tn.suspended_batches IS DISTINCT FROM '*'
   AND coalesce(a.throttle_until, 0) <= $1 AND coalesce(a.rate_free_at, 0) <= $1
+  AND coalesce(a.health_retry_at, 0) <= $1
   AND EXISTS (SELECT 1 FROM messages m WHERE m.account_pk = a.pk
               AND {_ready("tn.codes")})
 """
@@ -55,6 +57,7 @@ _LOCK_ACCOUNT = """
 SELECT a.pk, a.id, a.tenant_id, a.host, a.port, a.username, a.password, a.use_tls,
        a.tls_verify, a.ttl, a.limit_per_minute, a.limit_per_hour, a.limit_per_day,
        a.limit_behavior, a.batch_size, a.throttle_until, a.rate_free_at, a.max_connections,
+       a.health, a.health_retry_at,
        t.name AS tenant_name, t.active, t.suspended_batches, t.rate_limits,
        t.client_base_url, t.client_attachment_path, t.client_auth, t.large_file_config
 FROM accounts a JOIN tenants t ON t.id = a.tenant_id
@@ -79,7 +82,10 @@ SET state = 'sending', lease_owner = $6, lease_until = now() + make_interval(sec
     attempts = m.attempts + 1, updated_at = now()
 FROM picked WHERE m.pk = picked.pk
 RETURNING m.pk, m.id, m.tenant_id, m.account_pk, m.priority, m.payload, m.attempts,
-          m.deferred_ts, extract(epoch FROM m.created_at)::float8 AS created_ts, m.rendered
+          m.deferred_ts, extract(epoch FROM m.created_at)::float8 AS created_ts, m.rendered,
+          (SELECT jsonb_agg(jsonb_build_object('address', r.address, 'status', r.status,
+                                               'code', r.code, 'reason', r.reason))
+           FROM message_recipients r WHERE r.message_pk = m.pk) AS recipients
 """
 
 _DEFER_RATE_LIMITED = f"""
@@ -134,6 +140,8 @@ class LeasedMessage:
     deferred_ts: int | None
     created_ts: float
     rendered: bytes | None = None  # the message as built by an earlier attempt (`rendered`)
+    # What earlier attempts settled per recipient (message_recipients), None when nothing.
+    recipients: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -181,6 +189,7 @@ async def lease_for_account(
         or account["suspended_batches"] == "*"
         or (account["throttle_until"] or 0) > now
         or (account["rate_free_at"] or 0) > now
+        or (account["health_retry_at"] or 0) > now
     ):
         return AccountLease(None)
     size = account["batch_size"] or default_batch

@@ -5,6 +5,9 @@ Each outcome moves its message out of `sending` (to `sent`, `deferred` or `error
 lease, adds the matching event, and for `sent` appends to `send_log` (the rate history) and
 clears the account's 421/451 back-off level.
 
+Per-recipient outcomes (`Outcome.recipients`) are stored in the same transaction, for the
+messages whose row changed.
+
 Ownership: `deferred` and `error` are only recorded while this sender still holds the lease.
 `sent` is recorded whenever the message is not final yet, even if the lease was lost and the
 row taken back (the SMTP server accepted it: that is the truth, and recording it stops the
@@ -19,6 +22,9 @@ from typing import Any, Literal
 
 import asyncpg
 
+from mail_proxy.db import recipients as db_recipients
+from mail_proxy.db.recipients import RecipientRow
+
 FinalState = Literal["sent", "deferred", "error"]
 
 
@@ -32,6 +38,9 @@ class Outcome:
     error: str | None = None  # the text stored on `error` and in the event
     metadata: dict[str, Any] | None = None
     rendered: bytes | None = None  # kept for the retry of a `deferred` message (MIME once)
+    # Per-recipient outcomes to store with it (message_recipients); empty when every
+    # recipient accepted at once.
+    recipients: tuple[RecipientRow, ...] = ()
 
 
 _RECORD = """
@@ -95,4 +104,8 @@ async def record_outcomes(
         owner,
         [o.rendered for o in outcomes],
     )
-    return {r["pk"] for r in rows}
+    changed = {r["pk"] for r in rows}
+    recipient_rows = [r for o in outcomes if o.message_pk in changed for r in o.recipients]
+    if recipient_rows:
+        await db_recipients.record(conn, rows=recipient_rows, now=max(o.event_ts for o in outcomes))
+    return changed

@@ -18,7 +18,6 @@ from typing import Any
 
 from mail_proxy import rendered
 from mail_proxy.db.bounce_routing import BounceRouting
-from mail_proxy.db.outcomes import Outcome
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
 from mail_proxy.intake import RECIPIENT_SUPPRESSED, SUPPRESSED_KEY
@@ -30,8 +29,10 @@ from mail_proxy.redact import open_client_auth
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
 from mail_proxy_sender.attachments.offload import MessageRef, Offloader
 from mail_proxy_sender.delivery.failures import (
+    AccountFailure,
     DeliveryFailure,
     PermanentFailure,
+    SessionEnded,
     TemporaryFailure,
     Throttled,
     TooManyConnections,
@@ -39,10 +40,24 @@ from mail_proxy_sender.delivery.failures import (
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter, Recorded
+from mail_proxy_sender.delivery.recipient_tally import RecipientTally
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
 
 log = logging.getLogger(__name__)
+NEEDS_SMTPUTF8 = "recipient address needs SMTPUTF8, which the server does not offer"
+# Returned instead of a failure when the account was held: nothing to record for the message.
+_HELD = TemporaryFailure("account held")
+# Returned when the job went back to its lane to wait for a connection already open.
+_REQUEUED = TemporaryFailure("requeued")
+
+
+async def _nothing_failed(job: Job, failure: AccountFailure) -> None:
+    return None
+
+
+async def _nothing_ok(job: Job) -> None:
+    return None
 
 
 class Deliverer:
@@ -58,6 +73,8 @@ class Deliverer:
         metrics: Metrics,
         on_throttled: Callable[[Job], Awaitable[None]],
         on_too_many_connections: Callable[[Job], Awaitable[bool]],
+        on_account_failure: Callable[[Job, AccountFailure], Awaitable[None]] = _nothing_failed,
+        on_account_ok: Callable[[Job], Awaitable[None]] = _nothing_ok,
         routing: Callable[[], BounceRouting | None] = lambda: None,
         offloader: Offloader | None = None,
     ) -> None:
@@ -71,6 +88,8 @@ class Deliverer:
         self._metrics = metrics
         self._on_throttled = on_throttled
         self._on_too_many_connections = on_too_many_connections
+        self._on_account_failure = on_account_failure
+        self._on_account_ok = on_account_ok
         self._routing = routing
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
@@ -110,25 +129,160 @@ class Deliverer:
         except DeliveryFailure as failure:
             await self._fail(job, failure)
             return conn
-        conn, result = await self._send(job, target, conn, wire)
-        if isinstance(result, TooManyConnections) and await self._on_too_many_connections(job):
-            return None  # the job waits for a connection already open
-        if isinstance(result, DeliveryFailure):
-            await self._fail(job, result, wire)
-            return conn
-        suppressed = job.message.payload.get(SUPPRESSED_KEY)
-        if suppressed:
-            # Left out at intake (suppression list): reported refused, like an SMTP refusal.
-            result = {**dict.fromkeys(suppressed, RECIPIENT_SUPPRESSED), **result}
-        now = time.time()
-        outcome = Outcome(
-            job.message.pk,
-            "sent",
-            int(now),
-            sent_at=now,
-            metadata={"refused": result} if result else None,
+
+        async def rebuild(omit: frozenset[str]) -> WireMessage:
+            return await self._build(job, tenant, omit)
+
+        tally = RecipientTally(wire.recipients, job.message.recipients)
+        suppressed = {str(a).lower() for a in job.message.payload.get(SUPPRESSED_KEY) or ()}
+        for address in wire.recipients:
+            if address.lower() in suppressed:
+                # Left out at intake (suppression list): reported refused, never named.
+                tally.refuse(address, RECIPIENT_SUPPRESSED)
+        if tally.to_send():
+            conn, whole = await self._deliver(job, target, conn, wire, rebuild, tally)
+            if whole is _REQUEUED:
+                return None  # the job waits for a connection already open
+            if whole is not None:
+                await self._fail(job, whole, wire)
+                return conn
+        outcome = tally.outcome(
+            message_pk=job.message.pk,
+            attempts=job.message.attempts,
+            policy=self._retry(),
+            now=time.time(),
         )
+        if outcome.state != "sent":
+            self._log_failure(job, outcome.state, outcome.error or "")
+        if outcome.state == "deferred" and job.message.rendered is None:
+            # Built once: the retry sends these bytes to the deferred recipients.
+            outcome = dataclasses.replace(outcome, rendered=rendered.pack(wire))
         self._writer.put(Recorded(outcome, job.labels, job.message.created_ts))
+        return conn
+
+    async def _deliver(
+        self,
+        job: Job,
+        target: SmtpTarget,
+        conn: SmtpConnection | None,
+        wire: WireMessage,
+        rebuild: Callable[[frozenset[str]], Awaitable[WireMessage]],
+        tally: RecipientTally,
+    ) -> tuple[SmtpConnection | None, DeliveryFailure | None]:
+        """Name every unsettled recipient, over as many transactions and sessions as it takes
+        (452: another transaction at once; 421/dropped: a new session, at most
+        `smtp_reconnect_attempts` times). Returns the connection worth keeping, and a failure
+        when it belongs to the whole message (nobody settled: reported as before)."""
+        reconnects = 0
+        while True:
+            try:
+                conn = await self._session(job, target, conn)
+            except DeliveryFailure as failure:
+                if tally.fates:
+                    # Some recipients were settled on a session that ended: theirs is kept,
+                    # the others wait for a retry.
+                    tally.defer(tally.to_send(), failure)
+                    return None, None
+                if isinstance(failure, TooManyConnections) and await self._on_too_many_connections(
+                    job
+                ):
+                    return None, _REQUEUED
+                if isinstance(failure, AccountFailure):
+                    await self._on_account_failure(job, failure)
+                    return None, _HELD
+                return None, failure
+            if wire.smtputf8 and not conn.smtputf8:
+                try:
+                    wire = await self._without_smtputf8(wire, rebuild, tally)
+                except DeliveryFailure as failure:
+                    return conn, failure
+                if not tally.to_send():
+                    return conn, None
+            started = time.perf_counter()
+            ended = await self._transactions(conn, wire, tally)
+            if ended is None:
+                self._metrics.smtp_latency.labels(job.account["id"]).observe(
+                    time.perf_counter() - started
+                )
+                return conn, None
+            if not conn.usable(target):
+                await conn.close()
+                conn = None
+            if isinstance(ended, SessionEnded) and reconnects < self._options.reconnect_attempts:
+                reconnects += 1  # not the message's fault: carry on with a new session
+                continue
+            if not tally.fates and not job.message.recipients:
+                return conn, ended  # nobody settled: the message's failure, as before
+            if isinstance(ended, Throttled):
+                await self._on_throttled(job)
+            tally.defer(tally.to_send(), ended)
+            return conn, None
+
+    async def _transactions(
+        self, conn: SmtpConnection, wire: WireMessage, tally: RecipientTally
+    ) -> DeliveryFailure | None:
+        """Transactions on one session until every recipient is settled; the failure that
+        ended the session, if one did."""
+        pending = tally.to_send()
+        while pending:
+            result = await conn.transaction(
+                sender=wire.envelope_from,
+                recipients=pending,
+                data=wire.data,
+                smtputf8=wire.smtputf8,
+            )
+            if result.ended is not None and not result.answers:
+                return result.ended
+            if (
+                result.refused_message is not None
+                and not tally.fates
+                and not tally.settled_before
+                and all(a.stage != "rcpt" for a in result.answers.values())
+            ):
+                # The message itself refused, before anybody was settled: its failure, with
+                # the retry table and reason of a whole message.
+                return result.refused_message
+            again = tally.apply(result.answers)
+            if result.ended is not None:
+                if result.untried or again:
+                    return result.ended
+                return None
+            if again and len(again) == len(pending):
+                break  # no progress: settled as deferred below
+            pending = again
+        return None
+
+    async def _without_smtputf8(
+        self,
+        wire: WireMessage,
+        rebuild: Callable[[frozenset[str]], Awaitable[WireMessage]],
+        tally: RecipientTally,
+    ) -> WireMessage:
+        """The server offers no SMTPUTF8 (RFC 6531): recipients that need it are refused, the
+        others get a copy whose headers leave them out; a sender that needs it fails."""
+        for address in wire.utf8_recipients:
+            tally.refuse(address, NEEDS_SMTPUTF8)
+        if not tally.to_send():
+            return wire
+        ascii_wire = await rebuild(wire.utf8_recipients)
+        if ascii_wire.smtputf8:
+            raise PermanentFailure(
+                "the sender or reply-to address needs SMTPUTF8, which the server does not offer"
+            )
+        return ascii_wire
+
+    async def _session(
+        self, job: Job, target: SmtpTarget, conn: SmtpConnection | None
+    ) -> SmtpConnection:
+        """The kept connection when still good, else a new one (opening it marks a held
+        account healthy again)."""
+        if conn is not None and conn.usable(target):
+            return conn
+        if conn is not None:
+            await conn.close()
+        conn = await self._open(target)
+        if job.account.get("health") != "ok":
+            await self._on_account_ok(job)
         return conn
 
     def _endpoints(self, job: Job) -> tuple[SmtpTarget, TenantSource]:
@@ -164,7 +318,11 @@ class Deliverer:
                 )
         return await self._build(job, tenant)
 
-    async def _build(self, job: Job, tenant: TenantSource) -> WireMessage:
+    async def _build(
+        self, job: Job, tenant: TenantSource, omit: frozenset[str] = frozenset()
+    ) -> WireMessage:
+        """Fetch the attachments and build the message; `omit` leaves those recipients out of
+        the headers (the copy for a server without SMTPUTF8)."""
         attachments = [self._opened(a) for a in job.message.payload.get("attachments") or ()]
         parts, payload = await self._attachments(job, tenant, attachments)
         routing = self._routing()
@@ -181,16 +339,10 @@ class Deliverer:
                     if routing is not None and token is not None
                     else None
                 ),
+                omit_from_headers=omit,
             )
         except MessageBuildError as exc:
             raise PermanentFailure(str(exc)) from exc
-        suppressed = payload.get(SUPPRESSED_KEY)
-        if suppressed:
-            left_out = {str(address).lower() for address in suppressed}
-            recipients = [r for r in wire.recipients if r.lower() not in left_out]
-            if not recipients:
-                raise PermanentFailure(RECIPIENT_SUPPRESSED)
-            wire = dataclasses.replace(wire, recipients=recipients)
         return wire
 
     async def _attachments(
@@ -222,35 +374,6 @@ class Deliverer:
             )
             return None
 
-    async def _send(
-        self, job: Job, target: SmtpTarget, conn: SmtpConnection | None, wire: WireMessage
-    ) -> tuple[SmtpConnection | None, dict[str, str] | DeliveryFailure]:
-        """Send on the kept connection (or a new one); returns the connection worth keeping
-        and the refused recipients, or the failure."""
-        reused = conn is not None and conn.usable(target)
-        if conn is not None and not reused:
-            await conn.close()
-            conn = None
-        try:
-            if conn is None:
-                conn = await self._open(target)
-            started = time.perf_counter()
-            try:
-                refused = await conn.send(wire)
-            except DeliveryFailure as failure:
-                if not (reused and failure.smtp_code is None):
-                    raise
-                # A kept connection that died while idle is not the message's fault.
-                await conn.close()
-                conn = None
-                conn = await self._open(target)
-                started = time.perf_counter()
-                refused = await conn.send(wire)
-        except DeliveryFailure as failure:
-            return await self._worth_keeping(conn, failure), failure
-        self._metrics.smtp_latency.labels(job.account["id"]).observe(time.perf_counter() - started)
-        return conn, refused
-
     async def _open(self, target: SmtpTarget) -> SmtpConnection:
         conn = SmtpConnection(target, self._options)
         try:
@@ -261,19 +384,11 @@ class Deliverer:
             raise
         return conn
 
-    @staticmethod
-    async def _worth_keeping(
-        conn: SmtpConnection | None, failure: DeliveryFailure
-    ) -> SmtpConnection | None:
-        """A connection that answered with a code had its session reset: keep it."""
-        if conn is None or (failure.smtp_code is not None and conn.usable(conn.target)):
-            return conn
-        await conn.close()
-        return None
-
     async def _fail(
         self, job: Job, failure: DeliveryFailure, wire: WireMessage | None = None
     ) -> None:
+        if failure is _HELD:
+            return  # the account is held: its messages went back to the queue
         # Built per failure: the retry settings may change while the sender runs.
         outcome = self._retry().outcome(
             message_pk=job.message.pk,
@@ -284,16 +399,20 @@ class Deliverer:
         if outcome.state == "deferred" and wire is not None and job.message.rendered is None:
             # Built once: the retry sends these bytes, without fetching or building again.
             outcome = dataclasses.replace(outcome, rendered=rendered.pack(wire))
-        log.info(
-            "delivery failed",
-            extra={
-                "action": outcome.state,
-                "message_id": job.message.id,
-                "tenant_id": job.message.tenant_id,
-                "account_id": job.account["id"],
-                "reason": failure.described,
-            },
-        )
+        self._log_failure(job, outcome.state, failure.described)
         self._writer.put(Recorded(outcome, job.labels, job.message.created_ts))
         if isinstance(failure, Throttled):
             await self._on_throttled(job)
+
+    @staticmethod
+    def _log_failure(job: Job, state: str, reason: str) -> None:
+        log.info(
+            "delivery failed",
+            extra={
+                "action": state,
+                "message_id": job.message.id,
+                "tenant_id": job.message.tenant_id,
+                "account_id": job.account["id"],
+                "reason": reason,
+            },
+        )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mail_proxy.config import Settings
+from mail_proxy.db.account_health import hold_account, mark_account_ok
 from mail_proxy.db.leases import (
     AccountLease,
     ReadyAccount,
@@ -34,6 +35,7 @@ from mail_proxy.db.leases import (
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.metrics import Metrics
 from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
+from mail_proxy_sender.delivery.failures import AccountFailure
 from mail_proxy_sender.delivery.lanes import AccountLane, Deliver, Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.waiting import first_of
@@ -252,6 +254,60 @@ class Dispatcher:
         lane.requeue(job)
         lane.retire_one()
         return True
+
+    async def on_account_failure(self, job: Job, failure: AccountFailure) -> None:
+        """The account cannot open a session: hold its queue until the next probe (messages
+        go back unsent, their attempt not counted) and mark it unhealthy with the reason."""
+        s = self._d.settings
+        lane = self._lanes.get(job.message.account_pk)
+        waiting = [job, *(lane.take_queued() if lane is not None else [])]
+        pks = [j.message.pk for j in waiting]
+        try:
+            async with self._d.pool.acquire() as conn, conn.transaction():
+                until = await hold_account(
+                    conn,
+                    account_pk=job.message.account_pk,
+                    reason=failure.reason,
+                    now=time.time(),
+                    base_seconds=s.account_probe_base_seconds,
+                    max_seconds=s.account_probe_max_seconds,
+                )
+                await release(conn, message_pks=pks, owner=self._d.owner, now=time.time())
+            self._d.keeper.drop(pks)
+        except _DB_ERRORS as exc:
+            log.warning("cannot hold account", extra={"action": "hold_error", "error": repr(exc)})
+            return
+        log.warning(
+            "account unhealthy: queue held",
+            extra={
+                "action": "account_held",
+                "tenant_id": job.account["tenant_id"],
+                "account_id": job.account["id"],
+                "reason": failure.reason,
+                "until": until,
+            },
+        )
+
+    async def on_account_ok(self, job: Job) -> None:
+        """A session opened for an account not known healthy: it is (again)."""
+        try:
+            async with self._d.pool.acquire() as conn:
+                changed = await mark_account_ok(conn, account_pk=job.message.account_pk)
+        except _DB_ERRORS as exc:
+            log.warning(
+                "cannot mark account ok", extra={"action": "health_error", "error": repr(exc)}
+            )
+            return
+        job.account["health"] = "ok"  # the lane's other jobs share this row
+        if changed:
+            log.info(
+                "account healthy",
+                extra={
+                    "action": "account_ok",
+                    "tenant_id": job.account["tenant_id"],
+                    "account_id": job.account["id"],
+                },
+            )
 
     async def _reclaim(self) -> None:
         try:

@@ -7,7 +7,8 @@ TLS modes (reference section 7.2, with verification on by default):
 - opportunistic STARTTLS when `use_tls` is null and the server offers it;
 - none when `use_tls` is false.
 Certificates are verified against the system store (plus `smtp_ca_file`) unless the account
-sets `tls_verify` false. Failures leave as `DeliveryFailure` types (see `failures`).
+sets `tls_verify` false. Failures leave as `DeliveryFailure` types (see `failures`): opening a
+session fails with the account's failure, a transaction reports each recipient's answer.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from typing import Any
 import aiosmtplib
 
 from mail_proxy.encryption import SecretBox
-from mail_proxy.mime import WireMessage
-from mail_proxy_sender.delivery.failures import classify_smtp_error
+from mail_proxy_sender.delivery.failures import (
+    DeliveryFailure,
+    SessionEnded,
+    classify_connect_error,
+    classify_smtp_error,
+)
 
 
 class TlsMode(Enum):
@@ -71,11 +76,38 @@ class SmtpTarget:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """The server's answer for one recipient: at RCPT when it refused it there, else at DATA."""
+
+    code: int
+    text: str
+    stage: str  # "rcpt" | "data" | "mail"
+
+    @property
+    def described(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+
+@dataclass
+class TransactionResult:
+    """One MAIL/RCPT/DATA transaction. `answers` per recipient named; `ended` when the session
+    ended under it (421, connection lost) or the server refused the message itself (MAIL or
+    DATA with no recipient accepted at RCPT is in `answers`); `untried` were never named."""
+
+    answers: dict[str, Answer]
+    untried: list[str]
+    ended: DeliveryFailure | None = None
+    # The server refused the message itself (at MAIL or DATA): the same answer for everybody.
+    refused_message: DeliveryFailure | None = None
+
+
+@dataclass(frozen=True)
 class SmtpOptions:
     timeout_seconds: float
     implicit_tls_ports: tuple[int, ...]
     ca_file: Path | None
     local_hostname: str
+    reconnect_attempts: int = 2  # new sessions for one message after a 421 / dropped one
 
 
 @cache
@@ -90,9 +122,15 @@ def _tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
 
 
 def default_options(
-    *, timeout_seconds: float, implicit_tls_ports: tuple[int, ...], ca_file: Path | None
+    *,
+    timeout_seconds: float,
+    implicit_tls_ports: tuple[int, ...],
+    ca_file: Path | None,
+    reconnect_attempts: int = 2,
 ) -> SmtpOptions:
-    return SmtpOptions(timeout_seconds, implicit_tls_ports, ca_file, socket.gethostname())
+    return SmtpOptions(
+        timeout_seconds, implicit_tls_ports, ca_file, socket.gethostname(), reconnect_attempts
+    )
 
 
 class SmtpConnection:
@@ -117,15 +155,96 @@ class SmtpConnection:
         self.sends = 0
 
     async def open(self) -> None:
-        """Connect, negotiate TLS and log in; raises a `DeliveryFailure`."""
+        """Connect, negotiate TLS and log in; raises the account's `DeliveryFailure`
+        (`AccountFailure` with what to fix, or `Throttled` for a 421 greeting)."""
         try:
             await self._client.connect()
+            if self._client.is_ehlo_or_helo_needed:
+                # EHLO now (connect only does it for STARTTLS/AUTH): the extensions decide
+                # how a message goes (SMTPUTF8, SIZE).
+                try:
+                    await self._client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await self._client.helo()
             if self.target.username and self.target.password:
                 await self._client.login(self.target.username, self.target.password)
         except Exception as exc:
             self._client.close()
-            raise classify_smtp_error(exc) from exc
+            raise classify_connect_error(exc, host=self.target.host, port=self.target.port) from exc
         self.opened_at = time.monotonic()
+
+    @property
+    def smtputf8(self) -> bool:
+        """The server offers SMTPUTF8 (RFC 6531)."""
+        return self._client.supports_extension("smtputf8")
+
+    async def transaction(
+        self, *, sender: str, recipients: list[str], data: bytes, smtputf8: bool
+    ) -> TransactionResult:
+        """MAIL FROM, one RCPT TO per recipient, DATA when any was accepted (RFC 5321 3.3).
+
+        Every recipient named gets its own answer; a 421 or a lost connection ends the
+        transaction with `ended` set and the recipients not yet answered in `untried`.
+        """
+        encoding = "utf-8" if smtputf8 else "ascii"
+        options = []
+        if self._client.supports_extension("size"):
+            options.append(f"SIZE={len(data)}")
+        if smtputf8:
+            options.append("SMTPUTF8")
+            if self._client.supports_extension("8bitmime"):
+                options.append("BODY=8BITMIME")
+        answers: dict[str, Answer] = {}
+        try:
+            await self._client.mail(sender, options=options, encoding=encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            failure = classify_smtp_error(exc)
+            if isinstance(failure, SessionEnded) or not self._client.is_connected:
+                return TransactionResult({}, list(recipients), failure)
+            await self._reset()
+            return TransactionResult(
+                {r: Answer(exc.code, exc.message, "mail") for r in recipients},
+                [],
+                refused_message=failure,
+            )
+        except Exception as exc:
+            return TransactionResult({}, list(recipients), classify_smtp_error(exc))
+        accepted: list[str] = []
+        for index, address in enumerate(recipients):
+            try:
+                await self._client.rcpt(address, encoding=encoding)
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code == 421 or not self._client.is_connected:
+                    return TransactionResult(answers, recipients[index:], classify_smtp_error(exc))
+                answers[address] = Answer(exc.code, exc.message, "rcpt")
+                continue
+            except Exception as exc:
+                return TransactionResult(answers, recipients[index:], classify_smtp_error(exc))
+            accepted.append(address)
+        if not accepted:
+            await self._reset()
+            return TransactionResult(answers, [])
+        try:
+            response = await self._client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            failure = classify_smtp_error(exc)
+            if exc.code == 421 or not self._client.is_connected:
+                return TransactionResult(answers, accepted, failure)
+            await self._reset()
+            answers.update({r: Answer(exc.code, exc.message, "data") for r in accepted})
+            return TransactionResult(answers, [], refused_message=failure)
+        except Exception as exc:
+            # Lost during DATA: whether the server kept it is unknown; tried again, as before.
+            return TransactionResult(answers, accepted, classify_smtp_error(exc))
+        self.sends += 1
+        answers.update({r: Answer(response.code, response.message, "data") for r in accepted})
+        return TransactionResult(answers, [])
+
+    async def _reset(self) -> None:
+        try:
+            await self._client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            self._client.close()
 
     def usable(self, target: SmtpTarget) -> bool:
         """Still connected, for the same target, and younger than the account's `ttl`."""
@@ -134,17 +253,6 @@ class SmtpConnection:
             and target == self.target
             and time.monotonic() - self.opened_at < self.target.max_age_seconds
         )
-
-    async def send(self, message: WireMessage) -> dict[str, str]:
-        """Deliver; returns recipients the server refused while accepting the others."""
-        try:
-            refused, _ = await self._client.sendmail(
-                message.envelope_from, message.recipients, message.data
-            )
-        except Exception as exc:
-            raise classify_smtp_error(exc) from exc
-        self.sends += 1
-        return {addr: f"{resp.code} {resp.message}" for addr, resp in refused.items()}
 
     async def close(self) -> None:
         if not self._client.is_connected:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import httpx
 
 from mail_proxy.config import Settings
 from mail_proxy.db import reports as db
@@ -35,8 +36,8 @@ from mail_proxy.db.reports import ClaimedTenant, PendingEvent
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import OutboundError
 from mail_proxy.metrics import Metrics
-from mail_proxy.redact import open_client_auth
-from mail_proxy_sender.attachments.http_auth import auth_headers, join_url
+from mail_proxy.redact import open_client_auth, redact_url
+from mail_proxy_sender.attachments.http_auth import auth_headers, join_url, same_origin
 from mail_proxy_sender.delivery.waiting import first_of
 from mail_proxy_sender.outbound import OutboundClient
 from mail_proxy_sender.reports.items import report_body
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SYNC_PATH = "/mail-proxy/sync"
 _DB_ERRORS = DATABASE_ERRORS
 _MIN_CYCLE_GAP_SECONDS = 0.2  # lets a burst of outcomes leave in one report
+_MAX_REDIRECTS = 5
+_FOLLOWED = frozenset({307, 308})  # keep method and body (RFC 9110 15.4.8-9)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass(frozen=True)
@@ -91,25 +95,35 @@ class Reporter:
         s = deps.settings
         self._claim_seconds = s.sync_timeout_seconds + 30.0
         self._poll_seconds = min(5.0, max(0.5, s.sync_interval_seconds / 10))
+        self._serving: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                busy = await self.cycle()
-            except _DB_ERRORS as exc:
-                log.warning(
-                    "report cycle failed", extra={"action": "sync_error", "error": repr(exc)}
-                )
-                busy = False
-            await asyncio.sleep(_MIN_CYCLE_GAP_SECONDS)
-            if busy:
-                continue
-            await first_of(stop, self._wake, timeout=self._poll_seconds)
+        """Claim due tenants and serve each in its own task until `stop`; never waits for a
+        slow tenant: a tenant whose endpoint hangs only holds its own task (issue 10 item 6)."""
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    busy = await self.cycle()
+                except _DB_ERRORS as exc:
+                    log.warning(
+                        "report cycle failed", extra={"action": "sync_error", "error": repr(exc)}
+                    )
+                    busy = False
+                await asyncio.sleep(_MIN_CYCLE_GAP_SECONDS)
+                if busy:
+                    continue
+                await first_of(stop, self._wake, timeout=self._poll_seconds)
+        finally:
+            await self._drain()
 
     async def cycle(self) -> bool:
-        """Serve every tenant that is due now; True when some were."""
+        """Start serving every tenant that is due now and not being served; True when some
+        were started. Up to `sync_concurrency` tenants are served at once."""
         s = self._d.settings
+        room = s.sync_concurrency - len(self._serving)
+        if room <= 0:
+            return False
         async with self._d.pool.acquire() as conn:
             claimed = await db.claim_tenants(
                 conn,
@@ -117,12 +131,28 @@ class Reporter:
                 now=time.time(),
                 heartbeat_seconds=s.sync_interval_seconds,
                 claim_seconds=self._claim_seconds,
-                limit=s.sync_concurrency,
+                limit=room,
             )
-        if not claimed:
-            return False
-        await asyncio.gather(*(self._serve(tenant) for tenant in claimed))
-        return True
+        for tenant in claimed:
+            task = asyncio.create_task(self._serve(tenant), name=f"report-{tenant.id}")
+            self._serving.add(task)
+            # A finished tenant frees a slot and may have more to say: look again at once.
+            task.add_done_callback(self._served)
+        return bool(claimed)
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        self._serving.discard(task)
+        self._wake.set()
+
+    async def _drain(self, grace_seconds: float = 5.0) -> None:
+        """Let calls in progress finish (bounded), then cancel the rest; their claims and
+        event leases run out and another reporter takes them."""
+        if not self._serving:
+            return
+        _, pending = await asyncio.wait(set(self._serving), timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def target(self, tenant: ClaimedTenant) -> SyncTarget | None:
         if tenant.client_base_url:
@@ -209,16 +239,47 @@ class Reporter:
             )
 
     async def _post(self, target: SyncTarget, events: list[PendingEvent]) -> SyncAnswer:
-        try:
-            response = await self._http.request(
-                "POST",
-                target.url,
-                json=report_body(events),
-                headers=target.headers,
-                timeout_seconds=self._d.settings.sync_timeout_seconds,
-            )
-        except OutboundError as exc:
-            return SyncAnswer(accepted=False, error=str(exc))
+        """POST the report; 307/308 are followed (same method and body, at most
+        `_MAX_REDIRECTS`, credentials kept only on the same origin, every hop through the
+        outbound guard); 301/302/303 would turn the POST into a GET and lose the report, so they
+        are a failure whose error names the new location."""
+        url = target.url
+        headers = dict(target.headers)
+        report = report_body(events)
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                response = await self._http.request(
+                    "POST",
+                    url,
+                    json=report,
+                    headers=headers,
+                    timeout_seconds=self._d.settings.sync_timeout_seconds,
+                )
+            except OutboundError as exc:
+                return SyncAnswer(accepted=False, error=str(exc))
+            location = response.headers.get("location")
+            if response.status_code not in _REDIRECTS or not location:
+                break
+            try:
+                next_url = str(response.url.join(location))
+            except (httpx.InvalidURL, ValueError):
+                return SyncAnswer(
+                    accepted=False,
+                    error=f"HTTP {response.status_code} redirect to an invalid location",
+                )
+            if response.status_code not in _FOLLOWED:
+                return SyncAnswer(
+                    accepted=False,
+                    error=(
+                        f"HTTP {response.status_code} redirect to {redact_url(next_url)}: "
+                        "a POST cannot follow it; set the tenant's sync URL to the new location"
+                    ),
+                )
+            if not same_origin(next_url, url):
+                headers.pop("Authorization", None)  # as httpx does: no credentials elsewhere
+            url = next_url
+        else:
+            return SyncAnswer(accepted=False, error=f"more than {_MAX_REDIRECTS} redirects")
         if not response.is_success:
             return SyncAnswer(accepted=False, error=f"HTTP {response.status_code}")
         try:

@@ -40,6 +40,8 @@ def test_nested_attachments_and_unicode() -> None:
     assert payload["subject"] == "Fattura n° 12"
     assert payload["id"] == "x-1@example.org"
     assert payload["content_type"] == "html"
+    assert payload["body"] == "<p>testo</p>\n"
+    assert payload["text_body"] == "testo\n"
     names = [(a["filename"], a["mime_type"]) for a in payload["attachments"]]
     assert names == [("dati.csv", "text/csv"), ("logo.png", "image/png")]
     assert base64.b64decode(payload["attachments"][1]["storage_path"]) == b"\x89PNG"
@@ -52,3 +54,24 @@ def test_refuses_a_file_without_sender_or_recipient(missing: str) -> None:
     msg.set_content("x")
     with pytest.raises(EmlError, match=f"no {missing} header"):
         message_from_eml(bytes(msg))
+
+
+def test_custom_headers_of_the_file_are_kept() -> None:
+    msg = _message(
+        Subject="News",
+        List_Unsubscribe="<https://example.org/u/1>",
+        In_Reply_To="<prev@example.org>",
+        X_Campaign="spring",
+        Received="from a by b",
+        DKIM_Signature="v=1; a=rsa-sha256; d=example.org",
+        Date="Tue, 1 Jul 2025 10:00:00 +0200",
+    )
+    msg.set_content("text")
+    msg.add_alternative("<p>html</p>", subtype="html")
+    payload = message_from_eml(bytes(msg))
+    assert payload["headers"] == {
+        "List-Unsubscribe": "<https://example.org/u/1>",
+        "In-Reply-To": "<prev@example.org>",
+        "X-Campaign": "spring",
+    }
+    assert (payload["body"], payload["text_body"]) == ("<p>html</p>\n", "text\n")

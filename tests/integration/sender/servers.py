@@ -56,6 +56,11 @@ class Received:
         return str(self.headers["X-Genro-Mail-ID"])
 
 
+def _utf8(address: str) -> str:
+    """aiosmtpd hands non-ASCII addresses over as surrogate escapes; show them as text."""
+    return address.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @dataclass
 class SmtpSink:
     """The handler: accepts by default; `reply`, `delay_seconds`, `drop` change that."""
@@ -99,13 +104,14 @@ class SmtpSink:
             return reply
         if self.mail_reply:
             return self.mail_reply
-        envelope.mail_from = address
+        envelope.mail_from = _utf8(address)
         envelope.mail_options.extend(options)
         return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        address = _utf8(address)
         self.rcpts_seen.append(address)
         if (reply := self._hangup(server, "rcpt")) is not None:
             return reply
@@ -197,8 +203,9 @@ async def smtp_server(
     starttls: ssl.SSLContext | None = None,
     implicit_tls: ssl.SSLContext | None = None,
     credentials: tuple[str, str] | None = None,
+    port: int = 0,
 ) -> AsyncIterator[int]:
-    """Serve `sink` on 127.0.0.1; yields the port."""
+    """Serve `sink` on 127.0.0.1 (on `port`, else a free one); yields the port."""
     loop = asyncio.get_running_loop()
 
     def authenticate(
@@ -233,7 +240,7 @@ async def smtp_server(
         opened.append(smtp)
         return smtp
 
-    server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=implicit_tls)
+    server = await loop.create_server(protocol, "127.0.0.1", port, ssl=implicit_tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:

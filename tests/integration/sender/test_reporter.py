@@ -85,7 +85,7 @@ async def test_items_have_the_reference_shapes(world: World) -> None:
     assert set(sent) == {"id", "sent_ts"}
     error = next(i for i in got if i["id"] == "bad")
     assert set(error) == {"id", "error_ts", "error"}
-    assert error["error"] == "invalid address: 'x@'"
+    assert error["error"] == "invalid address in to: 'x@'"
     assert by_kind["bounce_ts"] == {
         "id": "ok",
         "bounce_ts": 1_700_000_000,

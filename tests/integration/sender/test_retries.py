@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import free_port
 from tests.integration.sender.conftest import World, counter, eventually, running_sender
 from tests.integration.sender.servers import SmtpSink, smtp_server
 
@@ -94,15 +93,6 @@ async def test_slow_server_times_out_and_is_retried(world: World) -> None:
     assert event["description"].startswith("Timeout")
 
 
-async def test_connection_refused_is_retried(world: World) -> None:
-    await _setup(world, free_port())
-    await world.enqueue("acme", "smtp1", {"id": "m1"})
-    async with running_sender(world):
-        await eventually(lambda: _is(world, "deferred"))
-    [event] = await world.events("acme", "m1")
-    assert event["event_type"] == "deferred"
-
-
 async def test_retries_exhausted_end_in_error(world: World) -> None:
     sink = SmtpSink(reply="452 4.3.1 Insufficient storage")
     async with smtp_server(sink) as port:
@@ -118,18 +108,6 @@ async def test_retries_exhausted_end_in_error(world: World) -> None:
     kinds = [e["event_type"] for e in await world.events("acme", "m1")]
     assert kinds == ["deferred", "deferred", "error"]
     assert len(sink.attempted) == 3
-
-
-async def test_authentication_failure_is_permanent(world: World) -> None:
-    sink = SmtpSink()
-    async with smtp_server(sink, credentials=("user", "right")) as port:
-        await _setup(world, port, username="user", password="wrong")
-        await world.enqueue("acme", "smtp1", {"id": "m1"})
-        async with running_sender(world):
-            await eventually(lambda: _is(world, "error"))
-    row = await world.message("acme", "m1")
-    assert row["error"].startswith("Authentication failed")
-    assert "wrong" not in row["error"]
 
 
 async def test_authentication_with_the_decrypted_password(world: World) -> None:

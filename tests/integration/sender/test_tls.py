@@ -68,20 +68,6 @@ async def test_implicit_tls_on_an_implicit_tls_port(
     assert sink.received[0].tls
 
 
-async def test_certificate_from_an_untrusted_ca_fails_permanently(
-    world: World, ca_file: Path
-) -> None:
-    stranger = trustme.CA()  # not in ca_file, not in the system store
-    sink = SmtpSink()
-    async with smtp_server(sink, starttls=server_context(stranger)) as port:
-        state = await _deliver(world, port, {"smtp_ca_file": ca_file}, use_tls=True)
-    assert state == "error"
-    row = await world.message("acme", "m1")
-    assert row["error"].startswith("TLS failure")
-    assert row["attempts"] == 1
-    assert sink.attempted == []
-
-
 async def test_tls_verify_false_accepts_an_untrusted_certificate(world: World) -> None:
     stranger = trustme.CA()
     sink = SmtpSink()
@@ -115,11 +101,3 @@ async def test_use_tls_false_never_upgrades(world: World, ca: trustme.CA) -> Non
         state = await _deliver(world, port, {}, use_tls=False)
     assert state == "sent"
     assert not sink.received[0].tls
-
-
-async def test_required_starttls_not_offered_fails_permanently(world: World) -> None:
-    sink = SmtpSink()
-    async with smtp_server(sink) as port:
-        state = await _deliver(world, port, {}, use_tls=True)
-    assert state == "error"
-    assert "STARTTLS" in (await world.message("acme", "m1"))["error"]

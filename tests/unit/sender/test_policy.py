@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import ssl
 
 import aiosmtplib
@@ -12,9 +13,12 @@ from mail_proxy.db.leases import ReadyAccount
 from mail_proxy.db.rate_budget import RateBudget, RateLimits, slots_needed
 from mail_proxy_sender.delivery.dispatcher import fair_order
 from mail_proxy_sender.delivery.failures import (
+    AccountFailure,
     PermanentFailure,
+    SessionEnded,
     TemporaryFailure,
     Throttled,
+    classify_connect_error,
     classify_smtp_error,
 )
 from mail_proxy_sender.delivery.retry import RetryPolicy
@@ -55,47 +59,60 @@ def test_permanent_failure_is_an_error_at_once() -> None:
     ("exc", "kind"),
     [
         (aiosmtplib.SMTPResponseException(450, "busy"), TemporaryFailure),
-        (aiosmtplib.SMTPResponseException(421, "slow down"), Throttled),
-        (aiosmtplib.SMTPDataError(451, "later"), Throttled),
+        # A rate or connection limit named by the server backs the account off...
+        (aiosmtplib.SMTPResponseException(421, "4.7.0 Too many messages, slow down"), Throttled),
+        (aiosmtplib.SMTPSenderRefused(450, "4.7.1 Rate limit exceeded", "a@b.cd"), Throttled),
+        # ...a plain 421 only ends the session, and greylisting is no rate signal.
+        (aiosmtplib.SMTPResponseException(421, "4.3.2 Service shutting down"), SessionEnded),
+        (aiosmtplib.SMTPDataError(451, "4.7.1 Greylisted, try again later"), TemporaryFailure),
+        (aiosmtplib.SMTPDataError(451, "later"), TemporaryFailure),
         (aiosmtplib.SMTPResponseException(554, "no"), PermanentFailure),
-        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), PermanentFailure),
-        (aiosmtplib.SMTPServerDisconnected("gone"), TemporaryFailure),
-        (aiosmtplib.SMTPConnectTimeoutError("slow"), TemporaryFailure),
+        (aiosmtplib.SMTPServerDisconnected("gone"), SessionEnded),
         (aiosmtplib.SMTPReadTimeoutError("slow"), TemporaryFailure),
         (TimeoutError(), TemporaryFailure),
-        (ConnectionRefusedError(), TemporaryFailure),
-        (aiosmtplib.SMTPException("SMTP STARTTLS extension not supported"), PermanentFailure),
-        (
-            aiosmtplib.SMTPRecipientsRefused(
-                [aiosmtplib.SMTPRecipientRefused(550, "unknown", "a@b.cd")]
-            ),
-            PermanentFailure,
-        ),
-        (
-            aiosmtplib.SMTPRecipientsRefused(
-                [
-                    aiosmtplib.SMTPRecipientRefused(550, "unknown", "a@b.cd"),
-                    aiosmtplib.SMTPRecipientRefused(452, "full", "c@b.cd"),
-                ]
-            ),
-            TemporaryFailure,
-        ),
+        (ConnectionResetError(), SessionEnded),
     ],
 )
 def test_classification(exc: BaseException, kind: type) -> None:
     assert type(classify_smtp_error(exc)) is kind
 
 
-def test_a_certificate_failure_inside_a_connect_error_is_permanent() -> None:
+@pytest.mark.parametrize(
+    ("exc", "kind", "says"),
+    [
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), AccountFailure, "password"),
+        (aiosmtplib.SMTPConnectTimeoutError("slow"), AccountFailure, "no answer"),
+        (ConnectionRefusedError(), AccountFailure, "connection refused"),
+        (socket.gaierror(-2, "Name or service not known"), AccountFailure, "DNS"),
+        (
+            aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server."),
+            AccountFailure,
+            "STARTTLS",
+        ),
+        (aiosmtplib.SMTPResponseException(421, "4.7.0 Too many connections"), Throttled, "421"),
+        (aiosmtplib.SMTPResponseException(554, "go away"), AccountFailure, "554"),
+    ],
+)
+def test_a_session_that_cannot_open_is_the_accounts_failure(
+    exc: BaseException, kind: type, says: str
+) -> None:
+    failure = classify_connect_error(exc, host="smtp.example.org", port=587)
+    assert type(failure) is kind
+    assert says in failure.described
+
+
+def test_a_certificate_failure_names_the_fix() -> None:
     try:
         try:
             raise ssl.SSLCertVerificationError(1, "certificate verify failed")
         except ssl.SSLError as inner:
             raise aiosmtplib.SMTPConnectError("Error connecting") from inner
     except aiosmtplib.SMTPConnectError as exc:
-        failure = classify_smtp_error(exc)
-    assert isinstance(failure, PermanentFailure)
-    assert failure.reason.startswith("TLS failure")
+        failure = classify_connect_error(exc, host="relay.example.org", port=587)
+    assert isinstance(failure, AccountFailure)
+    assert failure.reason.startswith("certificate of relay.example.org:587 not trusted")
+    assert "tls_verify false" in failure.reason
+    assert "GMP_SMTP_CA_FILE" in failure.reason
 
 
 def test_fair_order_interleaves_tenants_and_rotates() -> None:
