@@ -78,7 +78,11 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
     for field in _LIST_FIELDS:
         values = get(field)
         if values:
-            for value in split_recipients(values) if isinstance(values, str) else values:
+            if isinstance(values, str):
+                if has_crlf(values):  # before splitting, which trims a trailing line break
+                    return f"line break in {field}"
+                values = split_recipients(values)
+            for value in values:
                 if has_crlf(value):
                     return f"line break in {field}"
                 if address_of(value) is None:
