@@ -189,8 +189,15 @@ async def delivery_rate(sink: Sink, seconds: float) -> float:
 async def snapshot(
     label: str, pool: asyncpg.Pool, sink: Sink, dsn: str, box: SecretBox, args: Any
 ) -> None:
+    async with pool.acquire() as conn:
+        # Planner statistics as autovacuum keeps them on a live queue (a bulk load outruns it).
+        await conn.execute("ANALYZE messages")
     p50, p99 = await lease_latency(pool, args.lease_rounds)
-    settings = Settings(send_loop_interval_seconds=0.2, retention_interval_seconds=3600)
+    settings = Settings(
+        send_loop_interval_seconds=0.2,
+        retention_interval_seconds=3600,
+        report_retention_seconds=0,  # the benchmark runs the purge itself, timed
+    )
     async with RunningSender(dsn, box, settings):
         await asyncio.sleep(2.0)  # connections open, lanes full
         rate = await delivery_rate(sink, args.deliver_seconds)
@@ -273,18 +280,24 @@ async def run_phases(
             flush=True,
         )
     await enqueue_range(pool, 0, args.fresh, prefix="f")
-    settings = Settings(send_loop_interval_seconds=0.2, retention_interval_seconds=3600)
+    settings = Settings(
+        send_loop_interval_seconds=0.2,
+        retention_interval_seconds=3600,
+        report_retention_seconds=0,  # the benchmark runs the purge itself, timed
+    )
     async with RunningSender(dsn, box, settings):
         await asyncio.sleep(2.0)
         before = await delivery_rate(sink, args.deliver_seconds)
         accepted, clock = sink.accepted, time.perf_counter()
+        purged = None
         async with pool.acquire() as conn:
-            purged = await purge(
-                conn,
-                now=time.time(),
-                report_retention_seconds=86_400,
-                command_log_retention_seconds=None,
-            )
+            while purged is None:  # None: the sender's own retention pass holds the lock
+                purged = await purge(
+                    conn,
+                    now=time.time(),
+                    report_retention_seconds=86_400,
+                    command_log_retention_seconds=None,
+                )
         took = time.perf_counter() - clock
         during = (sink.accepted - accepted) / took
     count = purged.messages if purged is not None else 0
