@@ -40,7 +40,8 @@ imports: ## import-linter contracts (core imports no component; components are i
 bench: install ## Run the benchmarks (they print figures; nothing is asserted)
 	$(PYTHON) bench/enqueue.py
 	$(PYTHON) bench/delivery.py
-	$(PYTHON) bench/delivery.py --sink-delay 0.2
+	$(PYTHON) bench/delivery.py --sink-delay 0.2 --max-connections 100 --messages 3000 --skip-limits
+	$(PYTHON) bench/backlog.py --messages 100000
 	$(PYTHON) bench/large_file.py
 	$(PYTHON) bench/webhook_fanout.py
 
