@@ -49,8 +49,10 @@ JOIN LATERAL (
 WHERE tn.active AND tn.suspended_batches IS DISTINCT FROM '*'
   AND coalesce(a.throttle_until, 0) <= $1 AND coalesce(a.rate_free_at, 0) <= $1
   AND coalesce(a.health_retry_at, 0) <= $1
+  -- OFFSET 0 keeps this a per-account index probe: without it the planner turns EXISTS into
+  -- a hash semi-join over every ready message, and the query grows with the backlog.
   AND EXISTS (SELECT 1 FROM messages m WHERE m.account_pk = a.pk
-              AND {_ready("tn.codes")})
+              AND {_ready("tn.codes")} OFFSET 0)
 """
 
 _LOCK_ACCOUNT = """

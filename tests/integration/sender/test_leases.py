@@ -64,18 +64,20 @@ async def test_stop_after_the_grace_period_gives_back_cut_off_sends(world: World
 
 
 async def test_a_slow_transaction_keeps_its_lease_and_is_sent_once(world: World) -> None:
-    # The server takes 4 leases' time to accept; the sender's heartbeat keeps the lease alive,
-    # so the second sender never takes the message while it is still being sent.
-    sink = SmtpSink(delay_seconds=4.0)
+    # The server takes almost 3 leases' time to accept; the sender's heartbeat keeps the lease
+    # alive, so the second sender never takes the message while it is still being sent.
+    sink = SmtpSink(delay_seconds=8.0)
     async with smtp_server(sink) as port:
         await world.tenant("acme")
         await world.account("acme", "smtp1", port)
         await world.enqueue("acme", "smtp1", {"id": "slow"})
-        async with running_sender(world, owner="first", lease_seconds=1.0):
+        async with running_sender(world, owner="first", lease_seconds=3.0, smtp_timeout_seconds=30):
             await eventually(lambda: _attempted(sink, 1))
-            async with running_sender(world, owner="second", lease_seconds=1.0):
-                await eventually(lambda: _state_is(world, "slow", "sent"), timeout=30)
-                await asyncio.sleep(1.5)  # a taken-back copy would be attempted by now
+            async with running_sender(
+                world, owner="second", lease_seconds=3.0, smtp_timeout_seconds=30
+            ):
+                await eventually(lambda: _state_is(world, "slow", "sent"), timeout=60)
+                await asyncio.sleep(2.0)  # a taken-back copy would be attempted by now
     assert len(sink.attempted) == 1
     assert sink.mail_ids() == ["slow"]
     events = [e["event_type"] for e in await world.events("acme", "slow")]
