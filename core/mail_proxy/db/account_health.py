@@ -11,6 +11,10 @@ marks the account `ok` again and sending resumes by itself.
 
 Columns (accounts): `health` ('ok' | 'unhealthy' | NULL = never tried), `health_reason`,
 `health_checked_at` (timestamptz), `health_retry_at` (epoch s), `health_failures`.
+While held, each message given back gets one `deferred` event naming the health reason
+(`metadata.account_held`, `deferred_ts` = the next probe), once per message per hold: a probe
+that fails again writes nothing new for a message whose latest event already says so.
+
 Readers: `GET /accounts`, the `gmp_account_healthy` gauge, the operator's SmtpAccount status
 (Ready=False with the reason).
 """
@@ -34,6 +38,20 @@ UPDATE accounts
 SET health = 'ok', health_reason = NULL, health_checked_at = now(), health_failures = 0,
     health_retry_at = NULL
 WHERE pk = $1 AND (health IS DISTINCT FROM 'ok' OR health_retry_at IS NOT NULL)
+"""
+_HELD_EVENTS = """
+INSERT INTO message_events (message_pk, tenant_id, message_id, event_type, event_ts,
+                            description, metadata)
+SELECT m.pk, m.tenant_id, m.id, 'deferred', $3::bigint, $2::text,
+       jsonb_build_object('deferred_ts', $4::bigint, 'account_held', true)
+FROM messages m
+WHERE m.pk = ANY($1::bigint[])
+  AND NOT EXISTS (
+      SELECT 1 FROM (
+          SELECT e.event_type, e.metadata FROM message_events e
+          WHERE e.message_pk = m.pk ORDER BY e.id DESC LIMIT 1
+      ) last
+      WHERE last.event_type = 'deferred' AND last.metadata ? 'account_held')
 """
 _ALL = """
 SELECT a.tenant_id, a.id, a.health, a.health_reason FROM accounts a ORDER BY a.tenant_id, a.id
@@ -62,6 +80,15 @@ async def hold_account(
         _HOLD, account_pk, now, reason[:1000], base_seconds, max_seconds
     )
     return until
+
+
+async def report_held(
+    conn: asyncpg.Connection, *, message_pks: list[int], reason: str, until: float, now: float
+) -> int:
+    """A `deferred` event with the health `reason` for each message given back by a hold, unless
+    its latest event already is one (once per message per hold); returns how many were written."""
+    status: str = await conn.execute(_HELD_EVENTS, message_pks, reason[:1000], int(now), int(until))
+    return int(status.split()[-1])
 
 
 async def mark_account_ok(conn: asyncpg.Connection, *, account_pk: int) -> bool:

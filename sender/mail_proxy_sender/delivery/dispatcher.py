@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mail_proxy.config import Settings
-from mail_proxy.db.account_health import hold_account, mark_account_ok
+from mail_proxy.db.account_health import hold_account, mark_account_ok, report_held
 from mail_proxy.db.leases import (
     AccountLease,
     ReadyAccount,
@@ -257,7 +257,8 @@ class Dispatcher:
 
     async def on_account_failure(self, job: Job, failure: AccountFailure) -> None:
         """The account cannot open a session: hold its queue until the next probe (messages
-        go back unsent, their attempt not counted) and mark it unhealthy with the reason."""
+        go back unsent, their attempt not counted, each with one `deferred` event naming the
+        reason per hold) and mark it unhealthy with the reason."""
         s = self._d.settings
         lane = self._lanes.get(job.message.account_pk)
         waiting = [job, *(lane.take_queued() if lane is not None else [])]
@@ -273,6 +274,10 @@ class Dispatcher:
                     max_seconds=s.account_probe_max_seconds,
                 )
                 await release(conn, message_pks=pks, owner=self._d.owner, now=time.time())
+                # Apps see why their messages wait: one `deferred` event per message per hold.
+                await report_held(
+                    conn, message_pks=pks, reason=failure.reason, until=until, now=time.time()
+                )
             self._d.keeper.drop(pks)
         except _DB_ERRORS as exc:
             log.warning("cannot hold account", extra={"action": "hold_error", "error": repr(exc)})

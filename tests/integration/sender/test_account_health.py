@@ -3,6 +3,7 @@ themselves (issue 10 item 5; SPEC section 13)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -33,14 +34,27 @@ async def _all_sent(world: World, count: int) -> bool:
     return len(states) == count and all(s == "sent" for s in states.values())
 
 
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 async def _assert_held(world: World, count: int) -> None:
-    """Nothing failed, nothing reported, no attempt counted: the messages just wait."""
+    """Nothing failed, no attempt counted: the messages just wait, and a message given back
+    carries one `deferred` event naming the account's health reason (however many probes)."""
     async with world.pool.acquire() as conn:
         rows = await conn.fetch("SELECT state, attempts FROM messages ORDER BY id")
-        events = await conn.fetchval("SELECT count(*) FROM message_events")
+        events = await conn.fetch(
+            "SELECT message_pk, event_type, description, metadata FROM message_events"
+        )
+        reason = await conn.fetchval("SELECT health_reason FROM accounts")
     assert len(rows) == count
     assert all(r["state"] in ("pending", "deferred", "sending") for r in rows)
-    assert events == 0
+    assert events, "a held message says why it waits"
+    assert all(e["event_type"] == "deferred" for e in events)
+    assert all(e["description"] == reason for e in events)
+    assert all(_json(e["metadata"])["account_held"] is True for e in events)
+    pks = [e["message_pk"] for e in events]
+    assert len(pks) == len(set(pks)), "once per message per hold, not on every probe"
 
 
 async def test_untrusted_certificate_holds_the_account_until_it_is_fixed(world: World) -> None:
@@ -117,7 +131,8 @@ async def test_connection_refused_holds_the_account_until_the_server_is_back(
         assert "connection refused" in (await _health(world))["health_reason"]
         await _assert_held(world, 2)
         # The probe backs off while the server stays away...
-        await eventually(lambda: _failures_at_least(world, 2))
+        await eventually(lambda: _failures_at_least(world, 3))
+        await _assert_held(world, 2)  # still one `deferred` event per message, not per probe
         sink = SmtpSink()
         async with smtp_server(sink, port=port):
             # ...and the first probe that connects resumes sending.
