@@ -7,7 +7,8 @@ OpenAPI document is served (summary, description, request example, 200 example);
 examples win, its docstring (written for developers) and FastAPI's summary made from the function
 name give way to the entry's. `tests/unit/api/test_openapi_docs.py`
 fails for any operation left without them, and for examples its own schemas would refuse, so a
-new route gets its reference entry with it. Error statuses are declared by the routes.
+new route gets its reference entry with it. Error statuses come from
+`openapi_errors.OPERATION_ERRORS`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+
+from mail_proxy_api.openapi_errors import apply_errors
 
 TOKEN = "Send the admin token or a tenant API key in the `X-API-Token` header."
 TENANT_SCOPE = (
@@ -547,6 +550,6 @@ def document_operations(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         # FastAPI caches the document and rebuilds it when routes change; filling in is
         # idempotent, so it is applied to whatever `build` returns.
-        return apply_reference(build())
+        return apply_errors(apply_reference(build()))
 
     app.openapi = openapi  # type: ignore[method-assign]
