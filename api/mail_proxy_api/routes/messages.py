@@ -15,6 +15,7 @@ from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
 from mail_proxy_api.convert import message_record
 from mail_proxy_api.routes.commands import scoped_tenant
+from mail_proxy_api.schemas.bounds import INT16_MAX, INT64_MAX
 from mail_proxy_api.schemas.messages import HistoryEvent, MessageEventsResponse, MessagesResponse
 from mail_proxy_api.strict_json import StrictJsonRoute
 
@@ -22,13 +23,18 @@ router = APIRouter(tags=["messages"], route_class=StrictJsonRoute)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """`"<priority>:<pk>"` as `next_cursor` gives it; a value no stored row can have (priority
+    beyond `smallint`, pk beyond `bigint`) is as invalid as garbage: 400, never a database error."""
     if cursor is None:
         return None
     try:
-        priority, pk = cursor.split(":", 1)
-        return int(priority), int(pk)
+        priority_text, pk_text = cursor.split(":", 1)
+        priority, pk = int(priority_text), int(pk_text)
     except ValueError:
         raise HTTPException(400, f"invalid cursor: {cursor!r}") from None
+    if not (0 <= priority <= INT16_MAX and 0 <= pk <= INT64_MAX):
+        raise HTTPException(400, f"invalid cursor: {cursor!r}")
+    return priority, pk
 
 
 def _parse_status(status: str | None) -> list[str] | None:
@@ -51,7 +57,7 @@ async def list_messages(
     include_history: bool = False,
     status: str | None = None,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     page = limit or ctx.settings.messages_page_size

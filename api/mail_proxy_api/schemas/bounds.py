@@ -6,5 +6,6 @@ overflow in the database. Text bounds live on each field; NUL characters and num
 INT64 are refused for every body by `strict_json`.
 """
 
+INT16_MAX = 2**15 - 1
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1

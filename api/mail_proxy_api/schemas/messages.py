@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mail_proxy_api.schemas.bounds import INT64_MAX
+from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
 
 Priority = int | Literal["immediate", "high", "medium", "low"] | str
 
@@ -88,7 +88,8 @@ class DeleteMessagesResponse(BaseModel):
 
 
 class CleanupMessagesBody(BaseModel):
-    older_than_seconds: int | None = Field(default=None, ge=0)
+    # The cut-off is now minus this, stored as epoch seconds: bounded so it stays a timestamp.
+    older_than_seconds: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class CleanupMessagesResponse(BaseModel):

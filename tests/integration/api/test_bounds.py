@@ -37,6 +37,7 @@ UNSTORABLE: list[tuple[str, str, Any]] = [
     ("GET", "/command-log?since_ts=" + str(BIG), None),
     ("GET", "/command-log?until_ts=" + str(BIG), None),
     ("GET", "/messages?tenant_id=acme%00", None),
+    ("POST", "/commands/cleanup-messages?tenant_id=acme", {"older_than_seconds": 2**64 - 1}),
     ("GET", "/tenant/ac%00me", None),
 ]
 
@@ -50,6 +51,16 @@ async def test_unstorable_input_is_a_422(api: Api, method: str, path: str, body:
     # the same keep-alive connection still serves
     r = await api.client.get("/tenant/acme", headers=api.admin())
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("cursor", ["40000:1", "1:99999999999999999999", "-1:5", "1:-5", "x:1"])
+async def test_a_cursor_no_row_can_have_is_a_400(api: Api, cursor: str) -> None:
+    await tenant_with_account(api)
+    r = await api.client.get(
+        "/messages", params={"tenant_id": "acme", "cursor": cursor}, headers=api.admin()
+    )
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["detail"] == f"invalid cursor: {cursor!r}"
 
 
 POISON_MESSAGES = [
