@@ -16,6 +16,7 @@ from mail_proxy import intake
 from mail_proxy.addresses import split_recipients
 from mail_proxy.db import idempotency as db_idempotency
 from mail_proxy.db import messages as db_messages
+from mail_proxy.db import recipients as db_recipients
 from mail_proxy.db import suppressions as db_suppressions
 from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.messages import EnqueueItem
@@ -179,6 +180,14 @@ async def _enqueue_answer(
         log_tenant_id=tenants.pop() if len(tenants) == 1 else caller.tenant_id,
         log_payload=log_payload,
     )
+    suppressed = [
+        (item.tenant_id, item.id, item.payload[intake.SUPPRESSED_KEY])
+        for item in items
+        if item.reason is None and item.payload.get(intake.SUPPRESSED_KEY)
+    ]
+    if suppressed:
+        # Every recipient accounted for (SPEC section 13): those left out are refused now.
+        await db_recipients.record_suppressed(conn, messages=suppressed, now=time.time())
     rejected = [r.model_dump() for r in refused]
     rejected += [{"id": i, "reason": r} for i, r in outcome.rejected]
     ctx.metrics.enqueued.inc(outcome.queued)

@@ -87,6 +87,13 @@ stored AS (
     WHERE m.state IN ('pending', 'deferred') AND EXCLUDED.state <> 'error'
     RETURNING m.pk, m.tenant_id, m.id, m.state, (m.xmax = 0) AS inserted
 ),
+unsuppressed AS (
+    -- A replaced message starts over: the recipients its earlier version left out (suppression
+    -- list) are decided again by this version (db.recipients.record_suppressed, next).
+    DELETE FROM message_recipients r USING stored s
+    WHERE r.message_pk = s.pk AND NOT s.inserted AND r.status = 'refused'
+      AND r.reason = 'recipient suppressed'
+),
 events AS (
     INSERT INTO message_events (message_pk, tenant_id, message_id, event_type, event_ts,
                                 description)

@@ -10,6 +10,9 @@ tried yet), and its report item stays exactly the v0.6 one.
 Surface (all keyword-only, the caller owns the transaction):
 - `record(conn, rows=[RecipientRow, ...], now=...)`: upsert outcomes for any messages; a
   refusal or acceptance is final and is never overwritten by a later `deferred`.
+- `record_suppressed(conn, messages=[(tenant_id, id, [address, ...]), ...], now=...)`: the
+  recipients intake left out of queued messages (suppression list), as `refused` with reason
+  `recipient suppressed`, so reports, `GET /messages` and the final state count them.
 - `for_messages(conn, message_pks=[...])` -> `{pk: [RecipientRow, ...]}` in address order.
 - `wire_list(rows)` -> the `recipients` list of report items and `GET /messages`:
   `[{"address", "status", "code", "reason"}]`; `needs_wire_list(rows)` says whether an item
@@ -19,6 +22,7 @@ Addresses must be normalised with `mail_proxy.addresses.normalised_address` firs
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -68,6 +72,19 @@ ON CONFLICT (message_pk, address) DO UPDATE SET
     updated_ts = EXCLUDED.updated_ts
 WHERE r.status = 'deferred'
 """
+_RECORD_SUPPRESSED = """
+INSERT INTO message_recipients AS r
+    (message_pk, address, status, code, reason, attempts, next_attempt_ts, updated_ts)
+SELECT m.pk, a.address, 'refused', NULL, $2::text, 0, NULL, $3::bigint
+FROM jsonb_to_recordset($1::text::jsonb) AS i(tenant_id text, id text, addresses jsonb)
+JOIN messages m ON m.tenant_id = i.tenant_id AND m.id = i.id
+CROSS JOIN LATERAL jsonb_array_elements_text(i.addresses) AS a(address)
+WHERE m.state IN ('pending', 'deferred')
+ON CONFLICT (message_pk, address) DO UPDATE SET
+    status = 'refused', code = NULL, reason = EXCLUDED.reason, next_attempt_ts = NULL,
+    updated_ts = EXCLUDED.updated_ts
+WHERE r.status = 'deferred'
+"""
 _FOR_MESSAGES = """
 SELECT message_pk, address, status, code, reason, attempts, next_attempt_ts
 FROM message_recipients WHERE message_pk = ANY($1::bigint[])
@@ -92,6 +109,24 @@ async def record(conn: asyncpg.Connection, *, rows: Sequence[RecipientRow], now:
         [r.next_attempt_ts for r in rows],
         int(now),
     )
+
+
+async def record_suppressed(
+    conn: asyncpg.Connection,
+    *,
+    messages: Sequence[tuple[str, str, Sequence[str]]],
+    now: float,
+) -> int:
+    """Store the suppressed recipients of queued messages `(tenant_id, id, addresses)` as
+    `refused` with `SUPPRESSED_REASON` (SPEC section 13), in one statement. Messages not queued
+    (rejected, or kept as "already sent") are skipped. Returns the rows written."""
+    if not messages:
+        return 0
+    batch = json.dumps(
+        [{"tenant_id": t, "id": i, "addresses": list(a)} for t, i, a in messages if a]
+    )
+    status: str = await conn.execute(_RECORD_SUPPRESSED, batch, SUPPRESSED_REASON, int(now))
+    return int(status.split()[-1])
 
 
 async def for_messages(
