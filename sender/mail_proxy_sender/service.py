@@ -31,6 +31,7 @@ from mail_proxy_sender.attachments.offload import Offloader
 from mail_proxy_sender.delivery.attempt import Deliverer
 from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
 from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
+from mail_proxy_sender.delivery.domain_backoff import DomainBackoff
 from mail_proxy_sender.delivery.failures import AccountFailure
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
@@ -167,6 +168,9 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         on_account_failure=on_account_failure,
         on_account_ok=on_account_ok,
         routing=lambda: routing.current,
+        domains=DomainBackoff(
+            base_seconds=s.throttle_base_seconds, max_seconds=s.throttle_max_seconds
+        ),
         offloader=Offloader(
             fetcher=fetcher,
             pool=ctx.pool,

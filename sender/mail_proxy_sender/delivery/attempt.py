@@ -18,6 +18,8 @@ from typing import Any
 
 from mail_proxy import rendered
 from mail_proxy.db.bounce_routing import BounceRouting
+from mail_proxy.db.outcomes import Outcome
+from mail_proxy.db.recipients import DEFERRED
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
 from mail_proxy.intake import RECIPIENT_SUPPRESSED, SUPPRESSED_KEY
@@ -28,6 +30,7 @@ from mail_proxy.mime import AttachmentPart, MessageBuildError, WireMessage, buil
 from mail_proxy.redact import open_client_auth
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
 from mail_proxy_sender.attachments.offload import MessageRef, Offloader
+from mail_proxy_sender.delivery.domain_backoff import DomainBackoff, domain_of
 from mail_proxy_sender.delivery.failures import (
     AccountFailure,
     DeliveryFailure,
@@ -36,13 +39,19 @@ from mail_proxy_sender.delivery.failures import (
     TemporaryFailure,
     Throttled,
     TooManyConnections,
+    names_rate_limit,
 )
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter, Recorded
 from mail_proxy_sender.delivery.recipient_tally import RecipientTally
 from mail_proxy_sender.delivery.retry import RetryPolicy
-from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
+from mail_proxy_sender.delivery.smtp_client import (
+    SmtpConnection,
+    SmtpOptions,
+    SmtpTarget,
+    TransactionResult,
+)
 
 log = logging.getLogger(__name__)
 NEEDS_SMTPUTF8 = "recipient address needs SMTPUTF8, which the server does not offer"
@@ -77,6 +86,7 @@ class Deliverer:
         on_account_ok: Callable[[Job], Awaitable[None]] = _nothing_ok,
         routing: Callable[[], BounceRouting | None] = lambda: None,
         offloader: Offloader | None = None,
+        domains: DomainBackoff | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._offloader = offloader
@@ -91,6 +101,7 @@ class Deliverer:
         self._on_account_failure = on_account_failure
         self._on_account_ok = on_account_ok
         self._routing = routing
+        self._domains = domains or DomainBackoff(base_seconds=60.0, max_seconds=900.0)
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
         if not self._keeper.may_start(job.message.pk):
@@ -139,6 +150,7 @@ class Deliverer:
             if address.lower() in suppressed:
                 # Left out at intake (suppression list): reported refused, never named.
                 tally.refuse(address, RECIPIENT_SUPPRESSED)
+        self._defer_throttled_domains(job.message.account_pk, tally)
         if tally.to_send():
             conn, whole = await self._deliver(job, target, conn, wire, rebuild, tally)
             if whole is _REQUEUED:
@@ -152,6 +164,8 @@ class Deliverer:
             policy=self._retry(),
             now=time.time(),
         )
+        if outcome.state == "deferred":
+            outcome = self._after_domain_backoff(job.message.account_pk, tally, outcome)
         if outcome.state != "sent":
             self._log_failure(job, outcome.state, outcome.error or "")
         if outcome.state == "deferred" and job.message.rendered is None:
@@ -199,7 +213,7 @@ class Deliverer:
                 if not tally.to_send():
                     return conn, None
             started = time.perf_counter()
-            ended = await self._transactions(conn, wire, tally)
+            ended = await self._transactions(conn, wire, tally, job.message.account_pk)
             if ended is None:
                 self._metrics.smtp_latency.labels(job.account["id"]).observe(
                     time.perf_counter() - started
@@ -219,7 +233,7 @@ class Deliverer:
             return conn, None
 
     async def _transactions(
-        self, conn: SmtpConnection, wire: WireMessage, tally: RecipientTally
+        self, conn: SmtpConnection, wire: WireMessage, tally: RecipientTally, account_pk: int
     ) -> DeliveryFailure | None:
         """Transactions on one session until every recipient is settled; the failure that
         ended the session, if one did."""
@@ -231,8 +245,10 @@ class Deliverer:
                 data=wire.data,
                 smtputf8=wire.smtputf8,
             )
-            if result.ended is not None and not result.answers:
-                return result.ended
+            ended = self._domain_limits(account_pk, result)
+            self._defer_throttled_domains(account_pk, tally)
+            if ended is not None and not result.answers:
+                return ended
             if (
                 result.refused_message is not None
                 and not tally.fates
@@ -243,14 +259,55 @@ class Deliverer:
                 # the retry table and reason of a whole message.
                 return result.refused_message
             again = tally.apply(result.answers)
-            if result.ended is not None:
-                if result.untried or again:
-                    return result.ended
-                return None
+            self._defer_throttled_domains(account_pk, tally)
+            again = [a for a in again if a not in tally.fates]
+            if ended is not None:
+                return ended if tally.to_send() else None
             if again and len(again) == len(pending):
                 break  # no progress: settled as deferred below
             pending = again
         return None
+
+    def _domain_limits(self, account_pk: int, result: TransactionResult) -> DeliveryFailure | None:
+        """Learn from one transaction which destination domains throttle (a 4xx at RCPT naming
+        a rate limit) and which accept again; the failure that ended the session, where a 421
+        at RCPT naming a rate limit is the domain's, not the account's: a new session carries
+        on with the other domains."""
+        now = time.time()
+        for address, answer in result.answers.items():
+            if 200 <= answer.code < 300:
+                self._domains.accepted(account_pk, domain_of(address))
+            elif answer.stage == "rcpt" and names_rate_limit(answer.code, answer.text):
+                self._domains.throttle(account_pk, domain_of(address), now)
+        at, at_address = result.ended_at, result.ended_at_address
+        if at is not None and at_address is not None and names_rate_limit(at.code, at.text):
+            self._domains.throttle(account_pk, domain_of(at_address), now)
+            return SessionEnded(at.text, smtp_code=at.code)
+        return result.ended
+
+    def _defer_throttled_domains(self, account_pk: int, tally: RecipientTally) -> None:
+        """Recipients whose domain is backed off wait, without being named (see
+        `domain_backoff`)."""
+        now = time.time()
+        for address, until in self._domains.throttled(account_pk, tally.to_send(), now).items():
+            tally.wait(address, f"domain {domain_of(address)} throttled by its servers", until)
+
+    def _after_domain_backoff(
+        self, account_pk: int, tally: RecipientTally, outcome: Outcome
+    ) -> Outcome:
+        """A deferred message comes back no earlier than some deferred recipient can be named:
+        when every one waits for its domain's back-off, at the earliest end of those."""
+        if outcome.deferred_ts is None:
+            return outcome
+        deferred = [a for a, f in tally.merged().items() if f.status == DEFERRED]
+        waits = self._domains.throttled(account_pk, deferred, time.time())
+        if not deferred or len(waits) < len(deferred):
+            return outcome
+        ready = int(min(waits.values())) + 1
+        if ready <= outcome.deferred_ts:
+            return outcome
+        metadata = {**(outcome.metadata or {}), "deferred_ts": ready}
+        return dataclasses.replace(outcome, deferred_ts=ready, metadata=metadata)
 
     async def _without_smtputf8(
         self,

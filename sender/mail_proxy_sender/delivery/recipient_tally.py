@@ -70,6 +70,10 @@ class RecipientTally:
             self._named.add(address)
             self.fates[address] = Fate(DEFERRED, failure.smtp_code, failure.described)
 
+    def wait(self, address: str, reason: str, until: float) -> None:
+        """Deferred without being named (its domain is backed off until `until`, epoch s)."""
+        self.fates[address] = Fate(DEFERRED, None, reason)
+
     def apply(self, answers: Mapping[str, Answer]) -> list[str]:
         """Settle recipients from one transaction; returns those to name again at once (452
         after the transaction accepted somebody)."""

@@ -99,6 +99,9 @@ class TransactionResult:
     ended: DeliveryFailure | None = None
     # The server refused the message itself (at MAIL or DATA): the same answer for everybody.
     refused_message: DeliveryFailure | None = None
+    # The recipient whose RCPT the server ended the session at (421), with that answer.
+    ended_at: Answer | None = None
+    ended_at_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,13 @@ class SmtpConnection:
                 await self._client.rcpt(address, encoding=encoding)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == 421 or not self._client.is_connected:
-                    return TransactionResult(answers, recipients[index:], classify_smtp_error(exc))
+                    return TransactionResult(
+                        answers,
+                        recipients[index:],
+                        classify_smtp_error(exc),
+                        ended_at=Answer(exc.code, exc.message, "rcpt"),
+                        ended_at_address=address,
+                    )
                 answers[address] = Answer(exc.code, exc.message, "rcpt")
                 continue
             except Exception as exc:
