@@ -248,6 +248,8 @@ class Deliverer:
             ended = self._domain_limits(account_pk, result)
             self._defer_throttled_domains(account_pk, tally)
             if ended is not None and not result.answers:
+                if ended is not result.ended and not tally.to_send():
+                    return None  # only the throttling domain was left: no new session for it
                 return ended
             if (
                 result.refused_message is not None

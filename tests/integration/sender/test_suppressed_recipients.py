@@ -111,3 +111,15 @@ async def test_a_replaced_message_decides_its_suppressed_recipients_again(world:
         stored = (await list_messages(api))["messages"][0]
         assert not stored.get("recipients")
         assert "suppressed_recipients" not in stored["message"]
+
+
+async def test_a_client_cannot_mark_recipients_suppressed_itself(world: World) -> None:
+    async with running_api(world.dsn) as api:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", 2525)
+        extra = {"suppressed_recipients": ["ok@example.org", *(f"x{i}@e.org" for i in range(500))]}
+        r = await add_messages(api, [message("m1", to=["ok@example.org"], **extra)])
+        assert r.json()["queued"] == 1, r.text
+        assert await _rows(world, "m1") == {}
+        stored = (await list_messages(api))["messages"][0]
+        assert "suppressed_recipients" not in stored["message"]
