@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     smtp_connections_per_account: int | None = None
     smtp_idle_seconds: float = 30.0
     smtp_timeout_seconds: float = 30.0
+    # The wait for the answer to the end of DATA: RFC 5321 4.5.3.2.6 asks for 10 minutes, since
+    # servers scan content first. Giving up sooner re-sends mail the server may already have taken.
+    smtp_data_timeout_seconds: float = 600.0
     smtp_ca_file: Path | None = None
     smtp_implicit_tls_ports: Annotated[tuple[int, ...], NoDecode] = (465,)
     throttle_base_seconds: float = 60.0

@@ -161,6 +161,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
             implicit_tls_ports=s.smtp_implicit_tls_ports,
             ca_file=s.smtp_ca_file,
             reconnect_attempts=s.smtp_reconnect_attempts,
+            data_timeout_seconds=s.smtp_data_timeout_seconds,
         ),
         metrics=ctx.metrics,
         on_throttled=on_throttled,

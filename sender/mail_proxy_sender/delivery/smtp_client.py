@@ -111,6 +111,7 @@ class SmtpOptions:
     ca_file: Path | None
     local_hostname: str
     reconnect_attempts: int = 2  # new sessions for one message after a 421 / dropped one
+    data_timeout_seconds: float = 600.0  # the end-of-DATA answer (RFC 5321 4.5.3.2.6)
 
 
 @cache
@@ -130,9 +131,15 @@ def default_options(
     implicit_tls_ports: tuple[int, ...],
     ca_file: Path | None,
     reconnect_attempts: int = 2,
+    data_timeout_seconds: float = 600.0,
 ) -> SmtpOptions:
     return SmtpOptions(
-        timeout_seconds, implicit_tls_ports, ca_file, socket.gethostname(), reconnect_attempts
+        timeout_seconds,
+        implicit_tls_ports,
+        ca_file,
+        socket.gethostname(),
+        reconnect_attempts,
+        max(timeout_seconds, data_timeout_seconds),
     )
 
 
@@ -234,7 +241,7 @@ class SmtpConnection:
             await self._reset()
             return TransactionResult(answers, [])
         try:
-            response = await self._client.data(data)
+            response = await self._client.data(data, timeout=self._options.data_timeout_seconds)
         except aiosmtplib.SMTPResponseException as exc:
             failure = classify_smtp_error(exc)
             if exc.code == 421 or not self._client.is_connected:

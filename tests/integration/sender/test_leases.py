@@ -116,6 +116,20 @@ async def test_leases_are_renewed_while_held_and_a_lost_one_is_never_started(
     assert (row["state"], row["lease_owner"]) == ("sending", "thief")
 
 
+async def test_a_slow_answer_to_the_end_of_data_is_waited_for_not_sent_again(world: World) -> None:
+    # The server scans content for longer than the per-command timeout before it answers the end
+    # of DATA; RFC 5321 4.5.3.2.6 asks clients to wait 10 minutes there. Giving up sooner would
+    # re-send mail the server had already taken.
+    sink = SmtpSink(delay_seconds=3.0)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        await world.enqueue("acme", "smtp1", {"id": "scanned"})
+        async with running_sender(world, smtp_timeout_seconds=1.0):
+            await eventually(lambda: _state_is(world, "scanned", "sent"), timeout=30)
+    assert len(sink.attempted) == 1
+
+
 async def _state_is(world: World, message_id: str, state: str) -> bool:
     return (await world.message("acme", message_id))["state"] == state
 
