@@ -16,13 +16,14 @@ from fastapi import Depends, HTTPException, Security
 from fastapi.security import APIKeyHeader
 
 from mail_proxy.db.instance import token_owner
+from mail_proxy.intake import NOT_YOUR_TENANT
 from mail_proxy.tokens import hash_token, same_secret
 from mail_proxy_api.context import Ctx
 
 INVALID_TOKEN = "Invalid or missing API token"
 ADMIN_REQUIRED = "Admin token required"
 ADMIN_ONLY = "Admin token required, tenant tokens not allowed for this operation"
-WRONG_TENANT = "Token not authorized for this tenant"
+WRONG_TENANT = NOT_YOUR_TENANT  # the same sentence as the per-message rejection
 
 _header = APIKeyHeader(name="X-API-Token", auto_error=False)
 

@@ -11,6 +11,7 @@ import asyncpg
 from mail_proxy.db.recipients import RecipientRow, needs_wire_list
 from mail_proxy.db.tenants import parse_suspended
 from mail_proxy.redact import redact
+from mail_proxy.states import MessageState
 from mail_proxy_api.schemas.accounts import AccountInfo
 from mail_proxy_api.schemas.instance import InstanceInfo
 from mail_proxy_api.schemas.messages import MessageEvent, MessageRecord, RecipientOutcome
@@ -107,8 +108,8 @@ def message_record(
         batch_code=row["batch_code"],
         deferred_ts=row["deferred_ts"],
         sent_ts=row["smtp_ts"],
-        error_ts=row["error_ts"] if state == "error" else None,
-        error=row["error"] if state == "error" else None,
+        error_ts=row["error_ts"] if state == MessageState.ERROR else None,
+        error=row["error"] if state == MessageState.ERROR else None,
         created_at=iso(row["created_at"]),
         updated_at=iso(row["updated_at"]),
         message=redact(row["payload"]),  # attachment `auth` may carry a token

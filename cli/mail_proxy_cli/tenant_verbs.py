@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
+from mail_proxy.states import MessageState
 from mail_proxy_cli.client import CliError
 from mail_proxy_cli.eml import EmlError, message_from_eml
 from mail_proxy_cli.output import epoch
 from mail_proxy_cli.prompts import choose, confirm_or_force, interactive, optional, require
 from mail_proxy_cli.session import Session, api_options
 
-STATUSES = ["pending", "deferred", "sending", "sent", "error", "all"]
+STATUSES = [*MessageState, "all"]
 
 
 @click.command("info")

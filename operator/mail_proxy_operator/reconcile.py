@@ -20,6 +20,8 @@ from mail_proxy.db import accounts as db_accounts
 from mail_proxy.db import instance as db_instance
 from mail_proxy.db import managed
 from mail_proxy.db import tenants as db_tenants
+from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
 from mail_proxy.redact import open_client_auth, seal_client_auth
@@ -77,7 +79,7 @@ async def _db(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable
     try:
         async with pool.acquire() as conn, conn.transaction():
             return await work(conn)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         raise DatabaseUnavailable(f"database error: {type(exc).__name__}: {exc}") from exc
 
 
@@ -239,7 +241,7 @@ async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec
 
 async def _reload_mailboxes(conn: asyncpg.Connection) -> None:
     """Bounce and PEC pollers in every sender re-read their mailboxes now (not in 30 s)."""
-    await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
+    await notify(conn, RELOAD_INBOUND_CHANNEL)
 
 
 # --- MailProxyInstance -----------------------------------------------------------------------

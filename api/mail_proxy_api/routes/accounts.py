@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException
 
 from mail_proxy.db import accounts as db_accounts
 from mail_proxy.db import tenants as db_tenants
+from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.errors import ManagedResource
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Caller
@@ -42,7 +43,7 @@ async def add_account(body: AccountPayload, caller: Caller, ctx: Ctx) -> dict[st
         )
         if body.is_pec_account or (existing is not None and existing["is_pec_account"]):
             # Its PEC mailbox is polled (or no longer) in every process, without a restart.
-            await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
+            await notify(conn, RELOAD_INBOUND_CHANNEL)
     return {"ok": True}
 
 

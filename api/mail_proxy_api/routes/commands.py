@@ -20,6 +20,7 @@ from mail_proxy.db import recipients as db_recipients
 from mail_proxy.db import suppressions as db_suppressions
 from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.messages import EnqueueItem
+from mail_proxy.db.notify import RUN_NOW_CHANNEL, WORK_CHANNEL, notify
 from mail_proxy.encryption import SecretBox
 from mail_proxy.priorities import normalise_priority
 from mail_proxy.redact import redact, seal_client_auth, url_may_hold_secret
@@ -330,7 +331,7 @@ async def _set_suspension(
             payload={"tenant_id": tenant_id, "batch_code": batch_code},
         )
         if not suspending:
-            await conn.execute("SELECT pg_notify('mail_proxy_work', '')")
+            await notify(conn, WORK_CHANNEL)
     return SuspendResponse(
         tenant_id=tenant_id,
         batch_code=batch_code,
@@ -367,6 +368,6 @@ async def run_now(caller: Caller, ctx: Ctx, tenant_id: str | None = None) -> dic
             if not await db_tenants.tenant_exists(conn, tenant_id=target):
                 raise HTTPException(404, f"Tenant '{target}' not found")
             await db_tenants.request_sync_now(conn, tenant_id=target)
-        await conn.execute("SELECT pg_notify('mail_proxy_work', '')")
-        await conn.execute("SELECT pg_notify('mail_proxy_run_now', $1)", target or "")
+        await notify(conn, WORK_CHANNEL)
+        await notify(conn, RUN_NOW_CHANNEL, target or "")
     return {"ok": True}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from mail_proxy.db import command_log as db_log
 from mail_proxy.db import instance as db_instance
+from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.errors import ManagedResource
 from mail_proxy.tokens import hash_token
 from mail_proxy_api.audit import record_command
@@ -62,7 +63,7 @@ async def reload_bounce(_: Admin, ctx: Ctx) -> dict[str, bool]:
         row = await db_instance.get_instance(conn)
         if row["bounce_enabled"] and not row["bounce_imap_host"]:
             raise HTTPException(400, "Bounce enabled but imap_host not configured")
-        await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
+        await notify(conn, RELOAD_INBOUND_CHANNEL)
     return {"ok": True}
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException
 
 from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.mailboxes import set_bounce_config
+from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.errors import ManagedResource
 from mail_proxy.redact import MASK, seal_client_auth
 from mail_proxy.tokens import hash_token, new_token
@@ -78,7 +79,7 @@ async def _store_bounce_config(
     if document == previous:
         return
     await set_bounce_config(conn, tenant_id=tenant_id, config=document)
-    await conn.execute("SELECT pg_notify('mail_proxy_reload_bounce', '')")
+    await notify(conn, RELOAD_INBOUND_CHANNEL)
 
 
 def _refuse_if_managed(row: Any, tenant_id: str) -> None:

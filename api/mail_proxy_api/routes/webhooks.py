@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from mail_proxy.db import webhooks as db_webhooks
+from mail_proxy.db.notify import WEBHOOKS_CHANNEL, notify
 from mail_proxy.tokens import new_webhook_secret
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Caller
@@ -203,5 +204,5 @@ async def retry_failed(
             raise _not_found(webhook_id)
         count = await db_webhooks.retry_failed(conn, tenant_id=tenant_id, webhook_id=webhook_id)
         if count:
-            await conn.execute("SELECT pg_notify('mail_proxy_webhooks', '')")
+            await notify(conn, WEBHOOKS_CHANNEL)
     return RetryResponse(requeued=count)

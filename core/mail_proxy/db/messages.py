@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-UNSENT_STATES = ("pending", "deferred", "sending")
-STATUSES = ("pending", "deferred", "sending", "sent", "error")
-# The reference's reasons for the two rejections decided here (see mail_proxy.intake).
-ACCOUNT_NOT_FOUND = "account not found for tenant"
-ALREADY_SENT = "already sent"
+# The reference's reasons for the two rejections decided here, defined with the others.
+from mail_proxy.intake import ACCOUNT_NOT_FOUND, ALREADY_SENT
+from mail_proxy.states import MessageState
+
+STATUSES: tuple[MessageState, ...] = tuple(MessageState)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ import asyncpg
 
 from mail_proxy.db import recipients as db_recipients
 from mail_proxy.db.recipients import RecipientRow
+from mail_proxy.states import MessageState
 
-FinalState = Literal["sent", "deferred", "error"]
+FinalState = Literal[MessageState.SENT, MessageState.DEFERRED, MessageState.ERROR]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from mail_proxy.large_files.policy import LargeFilePolicy
 from mail_proxy.metrics import Metrics
 from mail_proxy.mime import AttachmentPart, MessageBuildError, WireMessage, build_message
 from mail_proxy.redact import open_client_auth
+from mail_proxy.states import MessageState
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
 from mail_proxy_sender.attachments.offload import MessageRef, Offloader
 from mail_proxy_sender.delivery.domain_backoff import DomainBackoff, domain_of
@@ -164,11 +165,11 @@ class Deliverer:
             policy=self._retry(),
             now=time.time(),
         )
-        if outcome.state == "deferred":
+        if outcome.state == MessageState.DEFERRED:
             outcome = self._after_domain_backoff(job.message.account_pk, tally, outcome)
-        if outcome.state != "sent":
+        if outcome.state != MessageState.SENT:
             self._log_failure(job, outcome.state, outcome.error or "")
-        if outcome.state == "deferred" and job.message.rendered is None:
+        if outcome.state == MessageState.DEFERRED and job.message.rendered is None:
             # Built once: the retry sends these bytes to the deferred recipients.
             outcome = dataclasses.replace(outcome, rendered=rendered.pack(wire))
         self._writer.put(Recorded(outcome, job.labels, job.message.created_ts))
@@ -455,7 +456,11 @@ class Deliverer:
             failure=failure,
             now=time.time(),
         )
-        if outcome.state == "deferred" and wire is not None and job.message.rendered is None:
+        if (
+            outcome.state == MessageState.DEFERRED
+            and wire is not None
+            and job.message.rendered is None
+        ):
             # Built once: the retry sends these bytes, without fetching or building again.
             outcome = dataclasses.replace(outcome, rendered=rendered.pack(wire))
         self._log_failure(job, outcome.state, failure.described)

@@ -21,6 +21,7 @@ import asyncpg
 from mail_proxy.db.outcomes import Outcome, record_outcomes
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.metrics import Metrics
+from mail_proxy.states import MessageState
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,10 @@ class OutcomeWriter:
                     extra={"action": "lease_lost", "message_pk": outcome.message_pk},
                 )
                 continue
-            if outcome.state == "sent":
+            if outcome.state == MessageState.SENT:
                 m.sent.labels(*item.labels).inc()
                 m.delivery_latency.observe(max(0.0, (outcome.sent_at or now) - item.created_ts))
-            elif outcome.state == "deferred":
+            elif outcome.state == MessageState.DEFERRED:
                 m.deferred.labels(*item.labels).inc()
             else:
                 m.errors.labels(*item.labels).inc()

@@ -26,6 +26,7 @@ from typing import Any
 
 from mail_proxy.db.outcomes import Outcome
 from mail_proxy.db.recipients import ACCEPTED, DEFERRED, REFUSED, RecipientRow, RecipientStatus
+from mail_proxy.states import MessageState
 from mail_proxy_sender.delivery.failures import DeliveryFailure
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import Answer
@@ -161,7 +162,7 @@ class RecipientTally:
             meta.update(deferred_ts=until, retry_count=attempts)
             return Outcome(
                 message_pk,
-                "deferred",
+                MessageState.DEFERRED,
                 ts,
                 deferred_ts=until,
                 error=_summary(deferred),
@@ -171,7 +172,7 @@ class RecipientTally:
         if any(f.status == ACCEPTED for f in merged.values()):
             return Outcome(
                 message_pk,
-                "sent",
+                MessageState.SENT,
                 ts,
                 sent_at=now,
                 metadata=meta if needs_list else None,
@@ -182,7 +183,7 @@ class RecipientTally:
             meta["smtp_code"] = codes[0]
         return Outcome(
             message_pk,
-            "error",
+            MessageState.ERROR,
             ts,
             error=f"All recipients refused: {_summary(refused)}",
             metadata=meta,

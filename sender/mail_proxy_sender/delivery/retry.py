@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mail_proxy.config import Settings
 from mail_proxy.db.outcomes import Outcome
+from mail_proxy.states import MessageState
 from mail_proxy_sender.delivery.failures import DeliveryFailure, TemporaryFailure
 
 
@@ -49,7 +50,7 @@ class RetryPolicy:
             meta.update(deferred_ts=until, retry_count=attempts)
             return Outcome(
                 message_pk,
-                "deferred",
+                MessageState.DEFERRED,
                 int(now),
                 deferred_ts=until,
                 error=failure.described,
@@ -58,4 +59,4 @@ class RetryPolicy:
         reason = failure.described
         if isinstance(failure, TemporaryFailure):
             reason = f"Max retries ({self.max_retries}) exceeded: {reason}"
-        return Outcome(message_pk, "error", int(now), error=reason, metadata=meta)
+        return Outcome(message_pk, MessageState.ERROR, int(now), error=reason, metadata=meta)

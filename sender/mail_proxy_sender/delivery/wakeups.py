@@ -14,16 +14,16 @@ import contextlib
 import logging
 from typing import Any
 
+from mail_proxy.db.notify import (
+    RELOAD_INBOUND_CHANNEL,
+    RUN_NOW_CHANNEL,
+    WEBHOOKS_CHANNEL,
+    WORK_CHANNEL,
+)
 from mail_proxy.db.pool import DATABASE_ERRORS, connect
 from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
-
-WORK_CHANNEL = "mail_proxy_work"
-RUN_NOW_CHANNEL = "mail_proxy_run_now"
-WEBHOOKS_CHANNEL = "mail_proxy_webhooks"  # sent by the webhook fan-out trigger (migration 0008)
-# POST /instance/reload-bounce and changed mailboxes: the inbound pollers re-read their list.
-RELOAD_INBOUND_CHANNEL = "mail_proxy_reload_bounce"
 
 
 class Wakeups:

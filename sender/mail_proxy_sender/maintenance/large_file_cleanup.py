@@ -18,6 +18,7 @@ import asyncpg
 
 from mail_proxy.config import Settings
 from mail_proxy.db import large_files as db_files
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.large_files.store import FileStore, StorageError
 from mail_proxy.metrics import Metrics
 from mail_proxy_sender.delivery.waiting import first_of
@@ -91,7 +92,7 @@ async def run_large_file_cleanup(
     while not stop.is_set():
         try:
             deleted = await delete_due_files(pool, settings, metrics, now=int(time.time()))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DATABASE_ERRORS as exc:  # OSError covers the storage too
             log.warning(
                 "large-file cleanup failed",
                 extra={"action": "large_file_cleanup_error", "error": repr(exc)},

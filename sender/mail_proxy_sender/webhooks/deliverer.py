@@ -23,6 +23,7 @@ import asyncpg
 
 from mail_proxy.config import Settings
 from mail_proxy.db import webhooks as db
+from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.db.webhooks import LeasedDelivery
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import MailProxyError, OutboundError
@@ -37,7 +38,6 @@ from mail_proxy_sender.webhooks.signing import (
 )
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 _POLL_SECONDS = 5.0
 
 
@@ -84,7 +84,7 @@ class WebhookDeliverer:
                     due_in = await db.seconds_to_next_due(conn)
                 if due_in is not None:
                     wait = min(wait, max(0.05, due_in))
-            except _DB_ERRORS as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning(
                     "webhook cycle failed", extra={"action": "webhook_error", "error": repr(exc)}
                 )
@@ -106,7 +106,7 @@ class WebhookDeliverer:
             await asyncio.gather(*(self._deliver(d) for d in leased))
         finally:
             # Cancelled (shutdown) mid-way: whatever is still leased goes back untouched.
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*DATABASE_ERRORS):
                 async with self._d.pool.acquire() as conn:
                     await db.release_deliveries(
                         conn, delivery_ids=[d.id for d in leased], owner=self._d.owner
