@@ -16,7 +16,7 @@ from mail_proxy_cli.output import epoch
 from mail_proxy_cli.prompts import choose, confirm_or_force, interactive, optional, require
 from mail_proxy_cli.session import Session, api_options
 
-STATUSES = [*MessageState, "all"]
+STATUSES = [state.value for state in MessageState] + ["all"]  # click lists enums by name
 
 
 @click.command("info")
