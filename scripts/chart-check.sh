@@ -225,7 +225,7 @@ for kind in deployment/full-mail-proxy-api deployment/full-mail-proxy-sender \
   deployment/full-mail-proxy-operator service/full-mail-proxy-api ingress/full-mail-proxy-api \
   scaledobject/full-mail-proxy-sender servicemonitor/full-mail-proxy-sender \
   configmap/full-mail-proxy-dashboard networkpolicy/full-mail-proxy-api \
-  poddisruptionbudget/full-mail-proxy-sender clusterrole/full-mail-proxy-operator; do
+  poddisruptionbudget/full-mail-proxy-sender role/full-mail-proxy-operator; do
   "$KUBECTL" -n "$NS" get "$kind" >/dev/null || die "$kind not installed"
 done
 log "RBAC: what the operator's ServiceAccount may and may not do"
@@ -236,18 +236,23 @@ can() {  # can SERVICEACCOUNT yes|no VERB RESOURCE [kubectl auth can-i flags]
   [[ "$got" == "$want" ]] || die "can-i $* as $sa: expected $want, got '$got'"
 }
 OPERATOR_SA="$NS:full-mail-proxy-operator"
-can "$OPERATOR_SA" yes watch tenants.mailproxy.genropy.org --all-namespaces
-can "$OPERATOR_SA" yes patch smtpaccounts.mailproxy.genropy.org -n apps
-can "$OPERATOR_SA" yes update tenants.mailproxy.genropy.org --subresource=status -n apps
-can "$OPERATOR_SA" yes update tenants.mailproxy.genropy.org --subresource=finalizers -n apps
-can "$OPERATOR_SA" yes create secrets -n apps
-can "$OPERATOR_SA" yes delete secrets -n apps
-can "$OPERATOR_SA" yes create events -n apps
-can "$OPERATOR_SA" yes watch customresourcedefinitions
-can "$OPERATOR_SA" yes watch namespaces
-can "$OPERATOR_SA" no create tenants.mailproxy.genropy.org -n apps
-can "$OPERATOR_SA" no delete tenants.mailproxy.genropy.org -n apps
-can "$OPERATOR_SA" no get configmaps -n apps
+# Namespaced by default: the release namespace only (tests/k8s/test_rbac.py has the exact set).
+can "$OPERATOR_SA" yes watch tenants.mailproxy.genropy.org -n "$NS"
+can "$OPERATOR_SA" no watch tenants.mailproxy.genropy.org --all-namespaces
+can "$OPERATOR_SA" yes patch smtpaccounts.mailproxy.genropy.org -n "$NS"
+can "$OPERATOR_SA" yes patch tenants.mailproxy.genropy.org --subresource=status -n "$NS"
+can "$OPERATOR_SA" no update tenants.mailproxy.genropy.org -n "$NS"
+can "$OPERATOR_SA" yes create secrets -n "$NS"
+can "$OPERATOR_SA" yes delete secrets -n "$NS"
+can "$OPERATOR_SA" no get secrets -n kube-system
+can "$OPERATOR_SA" no get secrets -n apps
+can "$OPERATOR_SA" yes create events -n "$NS"
+can "$OPERATOR_SA" yes update leases.coordination.k8s.io -n "$NS"
+can "$OPERATOR_SA" no watch customresourcedefinitions
+can "$OPERATOR_SA" no watch namespaces
+can "$OPERATOR_SA" no create tenants.mailproxy.genropy.org -n "$NS"
+can "$OPERATOR_SA" no delete tenants.mailproxy.genropy.org -n "$NS"
+can "$OPERATOR_SA" no get configmaps -n "$NS"
 can "$OPERATOR_SA" no create deployments -n "$NS"
 can "$OPERATOR_SA" no create customresourcedefinitions
 can "$NS:full-mail-proxy" no get secrets -n "$NS"
@@ -298,5 +303,6 @@ can "$SCOPED_SA" yes watch tenants.mailproxy.genropy.org -n apps
 can "$SCOPED_SA" yes create secrets -n apps
 can "$SCOPED_SA" no watch tenants.mailproxy.genropy.org --all-namespaces
 can "$SCOPED_SA" no get secrets -n mail-proxy
-can "$SCOPED_SA" yes watch customresourcedefinitions
+can "$SCOPED_SA" no create secrets -n mail-proxy-plain
+can "$SCOPED_SA" no watch customresourcedefinitions
 log "chart check passed"

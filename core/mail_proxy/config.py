@@ -201,6 +201,24 @@ class Settings(BaseSettings):
     operator_repair_interval_seconds: float = 60.0
     operator_health_host: str = "127.0.0.1"
     operator_health_port: int = 8080
+    # Which install this operator is: it handles only resources labelled
+    # `mailproxy.genropy.org/instance: <this>` (empty: only resources without that label).
+    operator_instance: str = ""
+    # The namespace a MailProxyInstance is taken from (one per install); empty: POD_NAMESPACE
+    # when set, else any watched namespace.
+    operator_instance_namespace: str = ""
+    # Leader election over a coordination.k8s.io Lease, so several replicas can run; the Lease
+    # lives in this namespace (empty: POD_NAMESPACE, else the first watched one, else default).
+    operator_leader_election: bool = True
+    operator_lease_namespace: str = ""
+    operator_lease_duration_seconds: float = 15.0
+    # The encryption-key Secret (`name` in POD_NAMESPACE, or `namespace/name`) the operator
+    # follows: a new primary key there is picked up without a restart and every stored secret
+    # is re-encrypted under it in the background. Empty: the keys of this process's env only.
+    operator_encryption_key_secret: str = ""
+    operator_encryption_key_secret_key: str = "MAIL_PROXY_ENCRYPTION_KEY"
+    # After the operator rotates a tenant's API key, the previous key stays valid this long.
+    operator_api_key_grace_seconds: float = 3600.0
 
     # /metrics: open by default (reference behaviour); with a token, scrapers must send
     # `Authorization: Bearer <token>`. Queue gauges are read from Postgres at most this often.

@@ -10,7 +10,8 @@ key and recorded value are written in one Secret update, so a crash never rotate
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from kubernetes_asyncio.client import V1ObjectMeta, V1OwnerReference, V1Secret
 
 from mail_proxy.tokens import new_token
 from mail_proxy_operator.context import ResourceRef
@@ -40,34 +41,42 @@ class ApiKey:
     rotated: bool
 
 
-def _owned_by(secret: dict[str, Any], tenant: ResourceRef) -> bool:
-    labels = secret.get("metadata", {}).get("labels") or {}
+def _owned_by(secret: V1Secret, tenant: ResourceRef) -> bool:
+    labels = secret.metadata.labels or {}
     return labels.get(WATCH_LABEL) == ROLE_API_KEY and labels.get(TENANT_LABEL) == tenant.name
 
 
 def _body(
     tenant: ResourceRef, name: str, tenant_id: str, key: str, rotation: str, version: str | None
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": tenant.namespace,
-        "labels": {
+) -> V1Secret:
+    owner = tenant.owner_reference()
+    metadata = V1ObjectMeta(
+        name=name,
+        namespace=tenant.namespace,
+        labels={
             WATCH_LABEL: ROLE_API_KEY,
             TENANT_LABEL: tenant.name,
             "app.kubernetes.io/managed-by": "mail-proxy-operator",
         },
-        "annotations": {ROTATE_ANNOTATION: rotation},
-        "ownerReferences": [tenant.owner_reference()],
-    }
-    if version is not None:
-        metadata["resourceVersion"] = version
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata,
-        "data": {KEY_FIELD: encode_value(key), TENANT_ID_FIELD: encode_value(tenant_id)},
-    }
+        annotations={ROTATE_ANNOTATION: rotation},
+        owner_references=[
+            V1OwnerReference(
+                api_version=owner["apiVersion"],
+                kind=owner["kind"],
+                name=owner["name"],
+                uid=owner["uid"],
+                controller=True,
+            )
+        ],
+        resource_version=version,
+    )
+    return V1Secret(
+        api_version="v1",
+        kind="Secret",
+        type="Opaque",
+        metadata=metadata,
+        data={KEY_FIELD: encode_value(key), TENANT_ID_FIELD: encode_value(tenant_id)},
+    )
 
 
 async def ensure_api_key(
@@ -86,9 +95,9 @@ async def ensure_api_key(
             )
         if secret is not None:
             key = decode_value(secret, KEY_FIELD)
-            recorded = (secret["metadata"].get("annotations") or {}).get(ROTATE_ANNOTATION, "")
-            owners = secret["metadata"].get("ownerReferences") or []
-            if key and recorded == rotation and any(o.get("uid") == tenant.uid for o in owners):
+            recorded = (secret.metadata.annotations or {}).get(ROTATE_ANNOTATION, "")
+            owners = secret.metadata.owner_references or []
+            if key and recorded == rotation and any(o.uid == tenant.uid for o in owners):
                 return ApiKey(secret_name, key, rotated=False)
             if key and recorded == rotation:
                 # Adopted (the Tenant was re-created after a Retain): keep the key, own it again.
@@ -115,7 +124,7 @@ async def _write(
     tenant_id: str,
     key: str,
     rotation: str,
-    current: dict[str, Any] | None,
+    current: V1Secret | None,
 ) -> None:
     try:
         if current is None:
@@ -123,7 +132,7 @@ async def _write(
                 tenant.namespace, _body(tenant, name, tenant_id, key, rotation, None)
             )
         else:
-            version = current["metadata"]["resourceVersion"]
+            version = current.metadata.resource_version
             await kube.replace_secret(
                 tenant.namespace, name, _body(tenant, name, tenant_id, key, rotation, version)
             )
@@ -150,9 +159,9 @@ async def release_api_key(kube: KubeApi, *, tenant: ResourceRef, secret_name: st
         if secret is None or not _owned_by(secret, tenant):
             return
         owners = [
-            owner
-            for owner in secret["metadata"].get("ownerReferences") or []
-            if owner.get("uid") != tenant.uid
+            {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid}
+            for o in secret.metadata.owner_references or []
+            if o.uid != tenant.uid
         ]
         await kube.patch_secret(
             tenant.namespace, secret_name, {"metadata": {"ownerReferences": owners or None}}

@@ -13,6 +13,7 @@ import asyncpg
 
 from mail_proxy.encryption import SecretBox
 from mail_proxy_operator.kube_api import KubeApi
+from mail_proxy_operator.metrics import OperatorMetrics
 from mail_proxy_operator.specs import API_VERSION, KINDS
 
 
@@ -61,8 +62,16 @@ class OperatorContext:
     """Shared by all handlers of one operator process (kopf hands it over as `memo`)."""
 
     pool: asyncpg.Pool
+    # The keyring; replaced as a whole when the encryption-key Secret changes (never mutated).
     box: SecretBox
     kube: KubeApi
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    # How long a tenant's previous API key stays valid after the operator rotates it.
+    api_key_grace_seconds: float = 3600.0
+    # The only namespace a MailProxyInstance is taken from (empty: any watched namespace).
+    instance_namespace: str = ""
+    # The reason last announced per resource being deleted (no status to remember it by).
+    announced: dict[str, str] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
@@ -75,6 +84,7 @@ class OperatorContext:
 
     def forget(self, ref: ResourceRef) -> None:
         """Drop the resource's lock once it is gone."""
+        self.announced.pop(ref.uid, None)
         lock = self._locks.get(ref.uid)
         if lock is not None and not lock.locked():
             del self._locks[ref.uid]

@@ -3,14 +3,22 @@
 
 Per kind: create/update/resume reconcile; a finalizer-backed delete applies `deletionPolicy`;
 a timer repairs drift and refreshes the status figures. Referenced Secrets (labelled, filtered
-server-side) re-trigger the resources that use them through an index. Failures set
-Ready=False, post a Warning event, and become kopf's temporary (back-off) or permanent errors.
+server-side) re-trigger the resources that use them through an index. Only resources of this
+install are handled: those whose `mailproxy.genropy.org/instance` label names it (or, for the
+default install, carry no such label).
+
+Reporting follows the Kubernetes API conventions: a new resource shows Ready=Unknown until its
+first reconcile; a failure sets Ready=False with a CamelCase reason and posts *one* Warning per
+transition (not per retry); a database outage does not overwrite a more specific reason
+(`Conflict` stays `Conflict`). `mailproxy.genropy.org/managed: "false"` pauses reconciliation
+(condition ReconciliationPaused), as Strimzi's pause annotation does.
 `build_registry` registers everything on a fresh registry: nothing happens at import time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,18 +28,32 @@ from mail_proxy_operator import reconcile
 from mail_proxy_operator.api_keys import ROTATE_ANNOTATION, TENANT_LABEL
 from mail_proxy_operator.context import OperatorContext, ResourceRef
 from mail_proxy_operator.errors import (
+    DatabaseUnavailable,
     InvalidSpec,
+    KubernetesUnavailable,
     PermanentReconcileError,
     ReconcileError,
     retry_delay_seconds,
 )
+from mail_proxy_operator.events import post_event
+from mail_proxy_operator.kube_api import KubeApiError
 from mail_proxy_operator.secrets import ROLE_API_KEY, WATCH_LABEL
 from mail_proxy_operator.specs import GROUP, KINDS, VERSION
-from mail_proxy_operator.status import failed_status, ready_condition, ready_status
+from mail_proxy_operator.status import (
+    PAUSED,
+    failed_status,
+    ready_condition,
+    ready_status,
+    unknown_status,
+)
 
 # What kopf hands to handlers as `logger`.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 INDEX_IDS = {kind: f"{plural}_by_secret" for kind, (plural, _) in KINDS.items()}
+INSTANCE_LABEL = f"{GROUP}/instance"
+MANAGED_ANNOTATION = f"{GROUP}/managed"
+# Failures that say nothing about the resource itself: they never hide a specific reason.
+_OUTAGES = (DatabaseUnavailable, KubernetesUnavailable)
 
 
 def _ctx(memo: Any) -> OperatorContext:
@@ -40,8 +62,12 @@ def _ctx(memo: Any) -> OperatorContext:
     return ctx
 
 
-def _rotation(body: Mapping[str, Any]) -> str:
-    return str((body["metadata"].get("annotations") or {}).get(ROTATE_ANNOTATION, ""))
+def _annotations(body: Mapping[str, Any]) -> Mapping[str, str]:
+    return body["metadata"].get("annotations") or {}
+
+
+def _paused(body: Mapping[str, Any]) -> bool:
+    return str(_annotations(body).get(MANAGED_ANNOTATION, "")).lower() == "false"
 
 
 def _set_status(patch: kopf.Patch, current: Mapping[str, Any] | None, new: dict[str, Any]) -> None:
@@ -51,27 +77,67 @@ def _set_status(patch: kopf.Patch, current: Mapping[str, Any] | None, new: dict[
             patch.status[key] = value
 
 
+async def _reconcile(ctx: OperatorContext, ref: ResourceRef, body: kopf.Body, trigger: str) -> Any:
+    annotations = _annotations(body)
+    ctx.metrics.reconciles.labels(ref.kind, trigger).inc()
+    started = time.monotonic()
+    try:
+        async with ctx.exclusive(ref):
+            return await reconcile.reconcile(
+                ctx,
+                ref,
+                body.get("spec"),
+                rotation=str(annotations.get(ROTATE_ANNOTATION, "")),
+                adopt=annotations.get(reconcile.ADOPT_ANNOTATION),
+            )
+    finally:
+        ctx.metrics.duration.labels(ref.kind).observe(time.monotonic() - started)
+
+
 def _succeeded(
-    body: kopf.Body, patch: kopf.Patch, ref: ResourceRef, outcome: reconcile.Outcome
+    ctx: OperatorContext,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    ref: ResourceRef,
+    outcome: reconcile.Outcome,
 ) -> None:
     new = ready_status(
-        body.get("status"),
-        generation=ref.generation,
-        message=outcome.message,
-        extra=outcome.status,
+        body.get("status"), generation=ref.generation, message=outcome.message, extra=outcome.status
     )
     _set_status(patch, body.get("status"), new)
+    ctx.metrics.set_ready(ref.uid, ref.kind, "True", "Reconciled")
 
 
-def _failed(
-    body: kopf.Body, patch: kopf.Patch, ref: ResourceRef, error: ReconcileError, announce: bool
+async def _failed(
+    ctx: OperatorContext,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    ref: ResourceRef,
+    error: ReconcileError,
+    logger: Logger,
 ) -> None:
-    new = failed_status(
-        body.get("status"), generation=ref.generation, reason=error.reason, message=error.message
+    """Ready=False with the reason; a Warning only when the reason changes."""
+    ctx.metrics.errors.labels(ref.kind, error.reason).inc()
+    status = body.get("status")
+    current = ready_condition(status) or {}
+    if (
+        isinstance(error, _OUTAGES)
+        and current.get("status") == "False"
+        and current.get("reason") not in (error.reason, DatabaseUnavailable.reason)
+        and current.get("observedGeneration") == ref.generation
+    ):
+        return  # keep the specific reason: an outage says nothing new about this resource
+    _set_status(
+        patch,
+        status,
+        failed_status(
+            status, generation=ref.generation, reason=error.reason, message=error.message
+        ),
     )
-    _set_status(patch, body.get("status"), new)
-    if announce:
-        kopf.event(body, type="Warning", reason=error.reason, message=error.message)
+    ctx.metrics.set_ready(ref.uid, ref.kind, "False", error.reason)
+    if current.get("status") != "False" or current.get("reason") != error.reason:
+        logger.warning("reconcile failed (%s): %s", error.reason, error.message)
+        await post_event(ctx.kube, body, type="Warning", reason=error.reason, message=error.message)
 
 
 def _kopf_error(error: ReconcileError, retry: int) -> kopf.PermanentError | kopf.TemporaryError:
@@ -80,24 +146,52 @@ def _kopf_error(error: ReconcileError, retry: int) -> kopf.PermanentError | kopf
     return kopf.TemporaryError(error.message, delay=retry_delay_seconds(error, retry))
 
 
+def _pause(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, ref: ResourceRef) -> None:
+    status = body.get("status")
+    conditions = (status or {}).get("conditions") or []
+    ctx.metrics.set_ready(ref.uid, ref.kind, "Unknown", PAUSED)
+    if any(c.get("type") == PAUSED and c.get("status") == "True" for c in conditions):
+        return
+    new = unknown_status(
+        status,
+        generation=ref.generation,
+        reason=PAUSED,
+        message=f'{MANAGED_ANNOTATION} is "false": rows are left as they are',
+    )
+    _set_status(patch, status, new)
+
+
 async def reconcile_resource(
     *, body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger: Logger, **_: Any
 ) -> None:
     """create / update / resume: make the rows match the spec."""
     ctx, ref = _ctx(memo), ResourceRef.from_body(body)
+    if _paused(body):
+        _pause(ctx, body, patch, ref)
+        return
+    if ready_condition(body.get("status")) is None:
+        # Say at once that it is being looked at: a new resource is Ready=Unknown, not blank.
+        first = unknown_status(
+            body.get("status"),
+            generation=ref.generation,
+            reason="Reconciling",
+            message="first reconcile",
+        )
+        try:
+            await ctx.kube.patch_resource_status(ref.plural, ref.namespace, ref.name, first)
+        except KubeApiError as exc:
+            logger.debug("cannot mark %s Ready=Unknown: %s", ref.name, exc)
     try:
-        async with ctx.exclusive(ref):
-            outcome = await reconcile.reconcile(
-                ctx, ref, body.get("spec"), rotation=_rotation(body)
-            )
+        outcome = await _reconcile(ctx, ref, body, "change")
     except ReconcileError as exc:
-        _failed(body, patch, ref, exc, announce=True)
+        await _failed(ctx, body, patch, ref, exc, logger)
         raise _kopf_error(exc, retry) from exc
-    _succeeded(body, patch, ref, outcome)
-    if outcome.changed:
-        summary = "; ".join(outcome.changed)
+    was = (ready_condition(body.get("status")) or {}).get("status")
+    _succeeded(ctx, body, patch, ref, outcome)
+    if outcome.changed or was == "False":
+        summary = "; ".join(outcome.changed) or outcome.message
         logger.info("reconciled: %s", summary)
-        kopf.event(body, type="Normal", reason="Reconciled", message=summary)
+        await post_event(ctx.kube, body, type="Normal", reason="Reconciled", message=summary)
 
 
 async def repair_resource(
@@ -110,30 +204,27 @@ async def repair_resource(
         ref.generation
     ):
         return  # a change or delete handler has this generation in hand
+    if _paused(body):
+        _pause(ctx, body, patch, ref)
+        return
     try:
-        async with ctx.exclusive(ref):
-            outcome = await reconcile.reconcile(
-                ctx, ref, body.get("spec"), rotation=_rotation(body)
-            )
+        outcome = await _reconcile(ctx, ref, body, "repair")
     except ReconcileError as exc:
-        ready = ready_condition(status) or {}
-        # Warn once per new failure, not at every tick.
-        announce = ready.get("status") != "False" or ready.get("reason") != exc.reason
-        _failed(body, patch, ref, exc, announce=announce)
-        if announce:
-            logger.warning("reconcile failed (%s): %s", exc.reason, exc.message)
+        await _failed(ctx, body, patch, ref, exc, logger)
         return
-    _succeeded(body, patch, ref, outcome)
-    if not outcome.changed:
+    was = (ready_condition(status) or {}).get("status")
+    _succeeded(ctx, body, patch, ref, outcome)
+    if not outcome.changed and was == "True":
         return
-    summary = "; ".join(outcome.changed)
-    if (ready_condition(status) or {}).get("status") == "True":
+    summary = "; ".join(outcome.changed) or outcome.message
+    if was == "True":
         # It was in order: someone changed the rows behind the operator's back.
+        ctx.metrics.drift_repairs.labels(ref.kind).inc()
         logger.warning("drift repaired: %s", summary)
-        kopf.event(body, type="Normal", reason="DriftRepaired", message=summary)
+        await post_event(ctx.kube, body, type="Normal", reason="DriftRepaired", message=summary)
     else:
         logger.info("reconciled: %s", summary)
-        kopf.event(body, type="Normal", reason="Reconciled", message=summary)
+        await post_event(ctx.kube, body, type="Normal", reason="Reconciled", message=summary)
 
 
 async def delete_resource(
@@ -141,13 +232,18 @@ async def delete_resource(
 ) -> None:
     """Finalizer: apply deletionPolicy (Delete removes rows, Retain releases them)."""
     ctx, ref = _ctx(memo), ResourceRef.from_body(body)
+    ctx.metrics.reconciles.labels(ref.kind, "delete").inc()
     try:
         async with ctx.exclusive(ref):
             done = await reconcile.remove(ctx, ref, body.get("spec"))
     except ReconcileError as exc:
-        kopf.event(body, type="Warning", reason=exc.reason, message=exc.message)
+        ctx.metrics.errors.labels(ref.kind, exc.reason).inc()
+        if retry == 0 or ctx.announced.get(ref.uid) != exc.reason:
+            ctx.announced[ref.uid] = exc.reason
+            await post_event(ctx.kube, body, type="Warning", reason=exc.reason, message=exc.message)
         raise _kopf_error(exc, retry) from exc
     ctx.forget(ref)
+    ctx.metrics.forget(ref.uid)
     logger.info("deleted: %s", done)
 
 
@@ -194,33 +290,32 @@ async def secret_changed(
             )
 
 
-async def database_probe(*, memo: Any, **_: Any) -> str:
-    """Liveness: Postgres answers (the endpoint fails while it does not)."""
-    async with _ctx(memo).pool.acquire(timeout=5) as conn:
-        await conn.fetchval("SELECT 1")
-    return "ok"
+def instance_labels(instance: str) -> dict[str, Any]:
+    """kopf's label filter for this install: its name, or (default install) no label at all."""
+    return {INSTANCE_LABEL: instance or kopf.ABSENT}
 
 
 def build_registry(
-    login: Callable[..., kopf.ConnectionInfo], *, repair_interval_seconds: float
+    login: Callable[..., kopf.ConnectionInfo], *, repair_interval_seconds: float, instance: str = ""
 ) -> kopf.OperatorRegistry:
     """Every handler of the operator on a fresh registry; `login` supplies API credentials."""
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry, id="login")(login)
-    kopf.on.probe(registry=registry, id="database")(database_probe)
+    labels = instance_labels(instance)
     for kind, (plural, _) in KINDS.items():
         resource = (GROUP, VERSION, plural)
-        kopf.on.resume(*resource, registry=registry, id="reconcile")(reconcile_resource)
-        kopf.on.create(*resource, registry=registry, id="reconcile")(reconcile_resource)
-        kopf.on.update(*resource, registry=registry, id="reconcile")(reconcile_resource)
-        kopf.on.delete(*resource, registry=registry, id="delete")(delete_resource)
+        options: dict[str, Any] = {"registry": registry, "labels": labels}
+        kopf.on.resume(*resource, id="reconcile", **options)(reconcile_resource)
+        kopf.on.create(*resource, id="reconcile", **options)(reconcile_resource)
+        kopf.on.update(*resource, id="reconcile", **options)(reconcile_resource)
+        kopf.on.delete(*resource, id="delete", **options)(delete_resource)
         kopf.timer(
             *resource,
-            registry=registry,
             id="repair",
             interval=repair_interval_seconds,
             initial_delay=repair_interval_seconds,
+            **options,
         )(repair_resource)
-        kopf.index(*resource, registry=registry, id=INDEX_IDS[kind])(_index_by_secret(kind))
+        kopf.index(*resource, id=INDEX_IDS[kind], **options)(_index_by_secret(kind))
     kopf.on.event("v1", "secrets", registry=registry, id="secret")(secret_changed)
     return registry

@@ -9,6 +9,8 @@ from Kubernetes on every call and compared with the stored ones by decrypting th
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,22 +20,27 @@ from pydantic import ValidationError
 
 from mail_proxy.db import accounts as db_accounts
 from mail_proxy.db import instance as db_instance
-from mail_proxy.db import managed
+from mail_proxy.db import managed, rotate
 from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.encryption import SecretBox
-from mail_proxy.errors import EncryptionError
+from mail_proxy.errors import EncryptionError, UnknownEncryptionKey
 from mail_proxy.redact import open_client_auth, seal_client_auth
 from mail_proxy.tokens import hash_token
 from mail_proxy_operator import api_keys
 from mail_proxy_operator.context import OperatorContext, ResourceRef
 from mail_proxy_operator.errors import (
+    AccountUnhealthy,
+    AdoptionRefused,
     DatabaseUnavailable,
+    DependentsExist,
+    EncryptionKeyUnknown,
     InvalidSpec,
     KubernetesUnavailable,
     OwnedElsewhere,
     TenantNotReady,
+    WrongNamespace,
 )
 from mail_proxy_operator.kube_api import KubeApiError, KubeNotFound
 from mail_proxy_operator.secrets import read_secret_values
@@ -48,6 +55,11 @@ from mail_proxy_operator.status import figures_status
 
 # Changing this annotation on a resource makes kopf hand it to the update handler again.
 RECONCILE_REQUEST_ANNOTATION = f"{GROUP}/reconcile-request"
+# Taking an unmanaged row (REST-created, or released by another resource) must be asked for:
+# the annotation's value is the row's id (tenant id, or account id).
+ADOPT_ANNOTATION = f"{GROUP}/adopt"
+# A database call that takes longer than this is an outage, not a slow query.
+DB_TIMEOUT_SECONDS = 30.0
 T = TypeVar("T")
 Spec = TenantSpec | SmtpAccountSpec | MailProxyInstanceSpec
 
@@ -76,29 +88,67 @@ def parse_spec(kind: str, spec: Mapping[str, Any] | None) -> Spec:
 
 async def _db(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run `work` in one transaction; Postgres failures become DatabaseUnavailable."""
-    try:
-        async with pool.acquire() as conn, conn.transaction():
+
+    async def run() -> T:
+        async with pool.acquire(timeout=DB_TIMEOUT_SECONDS) as conn, conn.transaction():
             return await work(conn)
+
+    try:
+        return await asyncio.wait_for(run(), DB_TIMEOUT_SECONDS)
     except DATABASE_ERRORS as exc:
         raise DatabaseUnavailable(f"database error: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_owner(row: Mapping[str, Any] | None, ref: ResourceRef, what: str) -> None:
-    owner = row["managed_by"] if row is not None else None
-    if owner and owner != ref.managed_by:
-        raise OwnedElsewhere(f"{what} is already managed by {owner}")
+def _check_owner(
+    row: Mapping[str, Any] | None, ref: ResourceRef, what: str, *, adopt: str | None = None
+) -> None:
+    """Refuse a row managed by another resource, or an unmanaged one taken unasked.
+
+    An unmanaged row may be taken by the resource that released it (`released_by`, written by
+    deletionPolicy Retain) or when the resource's `mailproxy.genropy.org/adopt` annotation names
+    it (`adopt` is the row id then); anything else would let any namespace take over a tenant.
+    """
+    if row is None:
+        return
+    owner = row["managed_by"]
+    if owner:
+        if owner != ref.managed_by:
+            raise OwnedElsewhere(f"{what} is already managed by {owner}")
+        return
+    if adopt is not None or row.get("released_by") == ref.managed_by:
+        return
+    released = row.get("released_by")
+    origin = f"released by {released}" if released else "created through the REST API"
+    raise AdoptionRefused(
+        f"{what} exists and is not managed ({origin}); to take it over, annotate this "
+        f'{ref.kind} with {ADOPT_ANNOTATION}: "<its id>"'
+    )
+
+
+def _unknown_key(exc: UnknownEncryptionKey) -> EncryptionKeyUnknown:
+    return EncryptionKeyUnknown(
+        f"stored secrets are encrypted with key id {exc.key_id}, which the operator does not "
+        "hold (key rotated elsewhere?): add it to the encryption-key Secret; nothing is "
+        "rewritten meanwhile"
+    )
 
 
 def _secret_equal(box: SecretBox, stored: str | None, wanted: str | None) -> bool:
+    """Same plaintext; a value under an older key is re-sealed by the background rotation
+    (`keyring.reencrypt_loop`), not reported as drift here."""
     try:
         return box.decrypt(stored) == wanted
+    except UnknownEncryptionKey as exc:
+        raise _unknown_key(exc) from exc
     except EncryptionError:
-        return False  # stored under another key: write it again
+        return False  # unreadable (corrupt): write it again
 
 
 def _auth_equal(box: SecretBox, stored: dict[str, Any] | None, wanted: Any) -> bool:
     try:
         return bool(open_client_auth(box, stored) == wanted)
+    except UnknownEncryptionKey as exc:
+        raise _unknown_key(exc) from exc
     except EncryptionError:
         return False
 
@@ -122,7 +172,7 @@ def _differences(
 
 
 async def _tenant(
-    ctx: OperatorContext, ref: ResourceRef, spec: TenantSpec, rotation: str
+    ctx: OperatorContext, ref: ResourceRef, spec: TenantSpec, rotation: str, adopt: str | None
 ) -> Outcome:
     tenant_id = spec.row_id(ref.name)
     values = await read_secret_values(ctx.kube, ref.namespace, spec.secret_refs())
@@ -131,7 +181,9 @@ async def _tenant(
 
     async def write_row(conn: asyncpg.Connection) -> None:
         row = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
-        _check_owner(row, ref, f"tenant '{tenant_id}'")
+        _check_owner(
+            row, ref, f"tenant '{tenant_id}'", adopt=tenant_id if adopt == tenant_id else None
+        )
         compare = {"client_auth": lambda s, w: _auth_equal(ctx.box, s, w)}
         if row is not None and row["managed_by"] == ref.managed_by:
             diff = _differences(row, desired, compare)
@@ -157,8 +209,13 @@ async def _tenant(
         row = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
         wanted = hash_token(key.key)
         if row is not None and (row["api_key_hash"] != wanted or row["api_key_expires_at"]):
-            await db_tenants.set_api_key(
-                conn, tenant_id=tenant_id, key_hash=wanted, expires_at=None
+            # The previous key keeps working for the grace period: clients reload meanwhile.
+            grace = ctx.api_key_grace_seconds
+            await db_tenants.replace_api_key_with_grace(
+                conn,
+                tenant_id=tenant_id,
+                key_hash=wanted,
+                previous_valid_until=int(time.time() + grace) if grace > 0 else None,
             )
             if not key.rotated:
                 changed.append("API key hash set from its Secret")
@@ -177,7 +234,9 @@ async def _tenant(
 # --- SmtpAccount -----------------------------------------------------------------------------
 
 
-async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec) -> Outcome:
+async def _account(
+    ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec, adopt: str | None
+) -> Outcome:
     account_id = spec.row_id(ref.name)
     tenant_owner = f"Tenant/{ref.namespace}/{spec.tenant_ref.name}"
 
@@ -200,7 +259,15 @@ async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec
         if removed:
             changed.append("account row of a previous tenant removed")
         row = await db_accounts.get_account(conn, tenant_id=tenant_id, account_id=account_id)
-        _check_owner(row, ref, f"account '{account_id}' of tenant '{tenant_id}'")
+        # The tenant is already this namespace's: its unmanaged accounts may be taken unless
+        # another resource released them.
+        taken = adopt == account_id or (row is not None and not row.get("released_by"))
+        _check_owner(
+            row,
+            ref,
+            f"account '{account_id}' of tenant '{tenant_id}'",
+            adopt=account_id if taken else None,
+        )
         compare = {
             "password": lambda s, w: _secret_equal(ctx.box, s, w),
             "imap_password": lambda s, w: _secret_equal(ctx.box, s, w),
@@ -227,9 +294,18 @@ async def _account(ctx: OperatorContext, ref: ResourceRef, spec: SmtpAccountSpec
                 changed.append("account row adopted")
             if desired["is_pec_account"] or (row is not None and row["is_pec_account"]):
                 await _reload_mailboxes(conn)
+        health.extend(
+            await managed.account_health(conn, tenant_id=tenant_id, account_id=account_id)
+        )
         return await managed.account_figures(conn, tenant_id=tenant_id, account_id=account_id)
 
+    health: list[str | None] = []
     figures = await _db(ctx.pool, write_row)
+    if health[0] == "unhealthy":
+        raise AccountUnhealthy(
+            f"account '{account_id}' is unhealthy, its messages are held: "
+            f"{health[1] or 'no reason recorded'}"
+        )
     status = {
         "tenantId": tenant_id,
         "accountId": account_id,
@@ -252,12 +328,19 @@ def _config_equal(box: SecretBox, stored: Mapping[str, Any], wanted: Mapping[str
     if "client_sync_auth" in opened:
         try:
             opened["client_sync_auth"] = open_client_auth(box, opened["client_sync_auth"])
+        except UnknownEncryptionKey as exc:
+            raise _unknown_key(exc) from exc
         except EncryptionError:
             return False
     return opened == dict(wanted)
 
 
 async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInstanceSpec) -> Outcome:
+    if ctx.instance_namespace and ref.namespace != ctx.instance_namespace:
+        raise WrongNamespace(
+            f"this install takes its MailProxyInstance from namespace "
+            f"'{ctx.instance_namespace}' only (one per install)"
+        )
     values = await read_secret_values(ctx.kube, ref.namespace, spec.secret_refs())
     desired = spec.desired_fields(values)
     config = spec.desired_config(values)
@@ -283,13 +366,17 @@ async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInsta
                 sealed["client_sync_auth"] = seal_client_auth(ctx.box, sealed["client_sync_auth"])
             await managed.claim_instance(conn, config=sealed, managed_by=ref.managed_by)
             changed.append("instance configuration written" if mine else "instance claimed")
+        stale.append(await rotate.count_stale(conn, box=ctx.box))
         return await managed.instance_figures(conn)
 
+    stale: list[int] = []
     figures = await _db(ctx.pool, write_row)
     status = {
         "tenants": figures.children,
         "pending": figures.pending,
         "sentLastHour": figures.sent_last_hour,
+        "encryptionKeyId": ctx.box.primary_key_id,
+        "secretsUnderOldKeys": stale[0],
     }
     return Outcome(tuple(changed), status, "instance settings match the spec")
 
@@ -298,14 +385,20 @@ async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInsta
 
 
 async def reconcile(
-    ctx: OperatorContext, ref: ResourceRef, spec: Mapping[str, Any] | None, *, rotation: str = ""
+    ctx: OperatorContext,
+    ref: ResourceRef,
+    spec: Mapping[str, Any] | None,
+    *,
+    rotation: str = "",
+    adopt: str | None = None,
 ) -> Outcome:
-    """Make the rows of `ref` match `spec`; `rotation` is the Tenant's rotate-api-key value."""
+    """Make the rows of `ref` match `spec`; `rotation` is the Tenant's rotate-api-key value,
+    `adopt` the row id its adopt annotation names (if any)."""
     parsed = parse_spec(ref.kind, spec)
     if isinstance(parsed, TenantSpec):
-        return await _tenant(ctx, ref, parsed, rotation)
+        return await _tenant(ctx, ref, parsed, rotation, adopt)
     if isinstance(parsed, SmtpAccountSpec):
-        return await _account(ctx, ref, parsed)
+        return await _account(ctx, ref, parsed, adopt)
     return await _instance(ctx, ref, parsed)
 
 
@@ -318,7 +411,22 @@ async def remove(ctx: OperatorContext, ref: ResourceRef, spec: Mapping[str, Any]
     retain = raw.get("deletionPolicy") == "Retain"
     owner = ref.managed_by
 
+    kept_for: list[int] = []
+
     async def rows(conn: asyncpg.Connection) -> int:
+        if ref.kind == "Tenant" and not retain:
+            # The FK cascade would take every account with the tenant: accounts still managed
+            # by an SmtpAccount go first (their own policy), and accounts an SmtpAccount
+            # retained keep the tenant row alive (released, not deleted).
+            holders, retained = await managed.tenant_dependents(conn, managed_by=owner)
+            if holders:
+                raise DependentsExist(
+                    f"waiting for {', '.join(holders)} to be deleted first (each applies its "
+                    "own deletionPolicy)"
+                )
+            if retained:
+                kept_for.append(retained)
+                return await managed.release_managed(conn, managed_by=owner)
         if ref.kind == "MailProxyInstance" and not retain:
             row = await db_instance.get_instance(conn)
             if row["managed_by"] != owner:
@@ -340,6 +448,8 @@ async def remove(ctx: OperatorContext, ref: ResourceRef, spec: Mapping[str, Any]
             await api_keys.delete_api_key(ctx.kube, tenant=ref, secret_name=secret_name)
     if ref.kind == "MailProxyInstance" and not retain:
         return "instance settings reset to their defaults" if count else "nothing to reset"
+    if kept_for:
+        return f"tenant row kept (released): {kept_for[0]} retained account(s) belong to it"
     verb = "released to the REST API" if retain else "deleted"
     return f"{count} row(s) {verb}"
 

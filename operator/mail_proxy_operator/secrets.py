@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable
-from typing import Any
+
+from kubernetes_asyncio.client import V1Secret
 
 from mail_proxy_operator.errors import KubernetesUnavailable, SecretNotReady
 from mail_proxy_operator.kube_api import KubeApi, KubeApiError
@@ -26,9 +27,9 @@ def kube_failure(exc: KubeApiError) -> KubernetesUnavailable:
     return KubernetesUnavailable(f"Kubernetes API call failed: {exc}")
 
 
-def decode_value(secret: dict[str, Any], key: str) -> str | None:
+def decode_value(secret: V1Secret, key: str) -> str | None:
     """The text under `key` of a Secret (base64 `data`), or None when absent or not text."""
-    raw = (secret.get("data") or {}).get(key)
+    raw = (secret.data or {}).get(key)
     if raw is None:
         return None
     try:
@@ -65,12 +66,12 @@ async def read_secret_values(
     return values
 
 
-async def _ensure_watched(kube: KubeApi, namespace: str, secret: dict[str, Any]) -> None:
+async def _ensure_watched(kube: KubeApi, namespace: str, secret: V1Secret) -> None:
     """Label a referenced Secret so its changes reach the operator's (filtered) watch."""
-    labels = secret.get("metadata", {}).get("labels") or {}
+    labels = secret.metadata.labels or {}
     if WATCH_LABEL in labels:
         return
-    name = secret["metadata"]["name"]
+    name = secret.metadata.name
     try:
         await kube.patch_secret(
             namespace, name, {"metadata": {"labels": {WATCH_LABEL: ROLE_REFERENCED}}}

@@ -15,7 +15,10 @@ from typing import Any
 from mail_proxy.db.managed import Figures
 
 READY = "Ready"
+PAUSED = "ReconciliationPaused"
 MAX_MESSAGE_CHARS = 1024
+# Live figures: cleared (null) when a reconcile fails, so no number outlives its source.
+FIGURE_KEYS = ("pending", "sentLastHour", "lastError", "lastErrorTime", "accounts", "tenants")
 
 
 def _now() -> str:
@@ -39,14 +42,14 @@ def ready_condition(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
 def conditions_with_ready(
     previous: Sequence[Mapping[str, Any]] | None,
     *,
-    ready: bool,
+    ready: bool | None,
     reason: str,
     message: str,
     generation: int,
     now: str | None = None,
 ) -> list[dict[str, Any]]:
-    """`previous` conditions with Ready replaced; other condition types are kept as they are."""
-    value = "True" if ready else "False"
+    """`previous` conditions with Ready replaced (None: Unknown); other types are kept."""
+    value = "Unknown" if ready is None else "True" if ready else "False"
     old = next((c for c in previous or [] if c.get("type") == READY), None)
     transition = (
         old["lastTransitionTime"]
@@ -61,8 +64,33 @@ def conditions_with_ready(
         "lastTransitionTime": transition,
         "observedGeneration": generation,
     }
-    others = [dict(c) for c in previous or [] if c.get("type") != READY]
+    others = [dict(c) for c in previous or [] if c.get("type") not in (READY, PAUSED)]
     return [*others, condition]
+
+
+def unknown_status(
+    previous: Mapping[str, Any] | None, *, generation: int, reason: str, message: str
+) -> dict[str, Any]:
+    """Status of a resource not reconciled yet (new) or not at all (paused): Ready=Unknown."""
+    conditions = conditions_with_ready(
+        (previous or {}).get("conditions"),
+        ready=None,
+        reason=reason,
+        message=message,
+        generation=generation,
+    )
+    if reason == PAUSED:
+        conditions.append(
+            {
+                "type": PAUSED,
+                "status": "True",
+                "reason": PAUSED,
+                "message": message,
+                "lastTransitionTime": _now(),
+                "observedGeneration": generation,
+            }
+        )
+    return {"conditions": conditions}
 
 
 def ready_status(
@@ -85,8 +113,10 @@ def ready_status(
 def failed_status(
     previous: Mapping[str, Any] | None, *, generation: int, reason: str, message: str
 ) -> dict[str, Any]:
-    """Status after a failed reconcile: Ready=False with why; the figures are left as they were."""
+    """Status after a failed reconcile: Ready=False with why; the figures are cleared."""
+    shown = previous or {}
     return {
+        **{key: None for key in FIGURE_KEYS if shown.get(key) is not None},
         "observedGeneration": generation,
         "conditions": conditions_with_ready(
             (previous or {}).get("conditions"),

@@ -115,6 +115,22 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: list[float] = field(default_factory=list)
 
+    @property
+    def metrics_url(self) -> str:
+        return self.health_url.replace("/healthz", "/metrics")
+
+    async def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric on /metrics (None when absent or unreachable)."""
+        async with httpx.AsyncClient(timeout=5) as client:
+            try:
+                text = (await client.get(self.metrics_url)).text
+            except httpx.HTTPError:
+                return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
     async def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
         started = time.monotonic()
@@ -198,13 +214,19 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
         yield Kube(control_plane, client, namespace)
 
 
-@contextlib.asynccontextmanager
-async def _cluster(
-    kube: Kube, dsn: str, tmp_path: Path, repair_interval_seconds: float
-) -> AsyncIterator[Cluster]:
-    key_text = generate_key()
+def operator_process(
+    kube: Kube,
+    dsn: str,
+    log_path: Path,
+    *,
+    key_text: str,
+    repair_interval_seconds: float = 1,
+    **env: str,
+) -> OperatorProcess:
+    """`mail-proxy operator` on `dsn`, watching the test's namespace (not started); `env` adds
+    or overrides GMP_* settings."""
     health_port = free_port()
-    env = {
+    full_env = {
         **os.environ,
         "KUBECONFIG": str(kube.plane.kubeconfig),
         "GMP_DATABASE_URL": dsn,
@@ -213,13 +235,31 @@ async def _cluster(
         "GMP_OPERATOR_REPAIR_INTERVAL_SECONDS": str(repair_interval_seconds),
         "GMP_OPERATOR_HEALTH_HOST": "127.0.0.1",
         "GMP_OPERATOR_HEALTH_PORT": str(health_port),
+        "GMP_OPERATOR_LEASE_NAMESPACE": kube.namespace,
+        "GMP_OPERATOR_LEASE_DURATION_SECONDS": "4",
         "GMP_LOG_LEVEL": "DEBUG",
         "GMP_LOG_FORMAT": "json",  # kopf's object lines then name the object (k8s_ref)
+        **env,
     }
-    operator = OperatorProcess(
-        env=env,
-        log_path=tmp_path / "operator.log",
+    return OperatorProcess(
+        env=full_env,
+        log_path=log_path,
         health_url=f"http://127.0.0.1:{health_port}/healthz",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _cluster(
+    kube: Kube, dsn: str, tmp_path: Path, repair_interval_seconds: float, **env: str
+) -> AsyncIterator[Cluster]:
+    key_text = generate_key()
+    operator = operator_process(
+        kube,
+        dsn,
+        tmp_path / "operator.log",
+        key_text=key_text,
+        repair_interval_seconds=repair_interval_seconds,
+        **env,
     )
     pool = await create_pool(dsn, max_size=3)
     try:

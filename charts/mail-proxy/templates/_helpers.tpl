@@ -143,6 +143,13 @@ else a fresh one. (dict "ctx" $ "name" <secret> "key" <data key> "fresh" <base64
     secretKeyRef:
       name: {{ include "mail-proxy.encryptionKeySecretName" . }}
       key: {{ include "mail-proxy.encryptionKeySecretKey" . }}
+{{- /* Keys that still decrypt during a rotation (see the README's runbook); absent: none. */}}
+- name: MAIL_PROXY_PREVIOUS_ENCRYPTION_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mail-proxy.encryptionKeySecretName" . }}
+      key: MAIL_PROXY_PREVIOUS_ENCRYPTION_KEYS
+      optional: true
 - name: GMP_LOG_LEVEL
   value: {{ .Values.config.logLevel | quote }}
 - name: GMP_LOG_FORMAT
@@ -208,4 +215,10 @@ topologySpreadConstraints:
 {{- fail "mail-proxy needs a database: set database.url or database.existingSecret" }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Namespaces the operator serves: the listed ones, or the release's own (never "all"
+unless operator.clusterWide). */}}
+{{- define "mail-proxy.operatorNamespaces" -}}
+{{- if .Values.operator.clusterWide }}{{- else if .Values.operator.watchNamespaces }}{{ join "," .Values.operator.watchNamespaces }}{{ else }}{{ .Release.Namespace }}{{ end }}
 {{- end }}

@@ -56,6 +56,9 @@ UNION ALL
 SELECT 'tenant', id FROM tenants
  WHERE api_key_hash = $1 AND active
    AND (api_key_expires_at IS NULL OR api_key_expires_at > $2)
+UNION ALL
+SELECT 'tenant', id FROM tenants
+ WHERE previous_api_key_hash = $1 AND active AND previous_api_key_expires_at > $2
 LIMIT 1
 """
 
@@ -64,6 +67,9 @@ async def token_owner(
     conn: asyncpg.Connection, *, token_hash: str, now_ts: int
 ) -> tuple[str, str | None] | None:
     """('admin', None), ('tenant', id), or None for an unknown or expired token, or the key of
-    a tenant the admin deactivated."""
+    a tenant the admin deactivated.
+
+    A tenant's previous key (operator rotation) still counts until its grace period ends.
+    """
     row = await conn.fetchrow(_WHO, token_hash, now_ts)
     return None if row is None else (row["kind"], row["tenant_id"])

@@ -24,10 +24,15 @@ _DELETE_TENANTS = "DELETE FROM tenants WHERE managed_by = $1"
 _DELETE_OTHER_ACCOUNTS = (
     "DELETE FROM accounts WHERE managed_by = $1 AND NOT (tenant_id = $2 AND id = $3)"
 )
+# A released row remembers who released it: only that resource may take it back unasked.
 _RELEASE_ACCOUNTS = (
-    "UPDATE accounts SET managed_by = NULL, updated_at = now() WHERE managed_by = $1"
+    "UPDATE accounts SET managed_by = NULL, released_by = managed_by, updated_at = now() "
+    "WHERE managed_by = $1"
 )
-_RELEASE_TENANTS = "UPDATE tenants SET managed_by = NULL, updated_at = now() WHERE managed_by = $1"
+_RELEASE_TENANTS = (
+    "UPDATE tenants SET managed_by = NULL, released_by = managed_by, updated_at = now() "
+    "WHERE managed_by = $1"
+)
 _RELEASE_INSTANCE = (
     "UPDATE instance SET managed_by = NULL, updated_at = now() WHERE id = 1 AND managed_by = $1"
 )
@@ -56,6 +61,18 @@ async def tenant_id_managed_by(conn: asyncpg.Connection, *, managed_by: str) -> 
     return value
 
 
+async def account_health(
+    conn: asyncpg.Connection, *, tenant_id: str, account_id: str
+) -> tuple[str | None, str | None]:
+    """(health, health_reason) the senders recorded for an account ('ok' / 'unhealthy' / None)."""
+    row = await conn.fetchrow(
+        "SELECT health, health_reason FROM accounts WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        account_id,
+    )
+    return (None, None) if row is None else (row["health"], row["health_reason"])
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
@@ -73,6 +90,27 @@ async def delete_managed_except(
     """Delete accounts a resource manages other than (tenant_id, account_id): left behind when
     the resource's tenant row changed. Returns rows deleted."""
     return _count(await conn.execute(_DELETE_OTHER_ACCOUNTS, managed_by, tenant_id, account_id))
+
+
+_TENANT_DEPENDENTS = """
+SELECT a.managed_by, a.released_by FROM accounts a JOIN tenants t ON t.id = a.tenant_id
+WHERE t.managed_by = $1 AND a.managed_by IS DISTINCT FROM $1
+  AND (a.managed_by IS NOT NULL OR a.released_by IS NOT NULL)
+ORDER BY a.managed_by NULLS LAST
+"""
+
+
+async def tenant_dependents(conn: asyncpg.Connection, *, managed_by: str) -> tuple[list[str], int]:
+    """For the tenant `managed_by` manages: the other resources still managing its accounts,
+    and how many of its accounts another resource released (deletionPolicy Retain)."""
+    holders: list[str] = []
+    retained = 0
+    for row in await conn.fetch(_TENANT_DEPENDENTS, managed_by):
+        if row["managed_by"] is not None:
+            holders.append(row["managed_by"])
+        else:
+            retained += 1
+    return holders, retained
 
 
 async def release_managed(conn: asyncpg.Connection, *, managed_by: str) -> int:

@@ -40,6 +40,7 @@ class SecretDocument:
     key: str
     column: str
     path: str | None = None
+    fields: tuple[str, ...] = _DOCUMENT_SECRETS
 
 
 SECRET_COLUMNS = (
@@ -57,15 +58,17 @@ SECRET_DOCUMENTS = (
 Transform = Callable[[str], str | None]
 
 
-def _sealed_values(doc: Any) -> list[str]:
+def _sealed_values(doc: Any, fields: tuple[str, ...]) -> list[str]:
     if not isinstance(doc, dict):
         return []
-    return [doc[k] for k in _DOCUMENT_SECRETS if isinstance(doc.get(k), str)]
+    return [doc[k] for k in fields if isinstance(doc.get(k), str)]
 
 
-def _transform_doc(doc: dict[str, Any], change: Transform) -> dict[str, Any]:
+def _transform_doc(
+    doc: dict[str, Any], change: Transform, fields: tuple[str, ...]
+) -> dict[str, Any]:
     out = dict(doc)
-    for k in _DOCUMENT_SECRETS:
+    for k in fields:
         if isinstance(out.get(k), str):
             out[k] = change(out[k])
     return out
@@ -101,9 +104,11 @@ async def _rewrite(
         for row in rows:
             whole = row[doc_spec.column]
             doc = whole.get(doc_spec.path) if doc_spec.path and isinstance(whole, dict) else whole
-            if not isinstance(doc, dict) or not any(pick(v) for v in _sealed_values(doc)):
+            if not isinstance(doc, dict) or not any(
+                pick(v) for v in _sealed_values(doc, doc_spec.fields)
+            ):
                 continue
-            new_doc = _transform_doc(doc, change)
+            new_doc = _transform_doc(doc, change, doc_spec.fields)
             stored = {**whole, doc_spec.path: new_doc} if doc_spec.path else new_doc
             await conn.execute(
                 f"UPDATE {doc_spec.table} SET {doc_spec.column} = $2 WHERE {doc_spec.key} = $1",
@@ -156,5 +161,5 @@ async def count_stale(conn: asyncpg.Connection, *, box: SecretBox) -> int:
         ):
             whole = row[doc_spec.column]
             doc = whole.get(doc_spec.path) if doc_spec.path and isinstance(whole, dict) else whole
-            total += any(box.needs_reencrypt(v) for v in _sealed_values(doc))
+            total += any(box.needs_reencrypt(v) for v in _sealed_values(doc, doc_spec.fields))
     return total

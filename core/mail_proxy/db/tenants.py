@@ -96,12 +96,36 @@ async def delete_tenant(conn: asyncpg.Connection, *, tenant_id: str) -> bool:
 async def set_api_key(
     conn: asyncpg.Connection, *, tenant_id: str, key_hash: str | None, expires_at: int | None
 ) -> bool:
+    """Replace the key at once (REST semantics): no previous key stays valid."""
     status: str = await conn.execute(
-        "UPDATE tenants SET api_key_hash = $2, api_key_expires_at = $3, updated_at = now() "
+        "UPDATE tenants SET api_key_hash = $2, api_key_expires_at = $3, "
+        "previous_api_key_hash = NULL, previous_api_key_expires_at = NULL, updated_at = now() "
         "WHERE id = $1",
         tenant_id,
         key_hash,
         expires_at,
+    )
+    return status != "UPDATE 0"
+
+
+async def replace_api_key_with_grace(
+    conn: asyncpg.Connection, *, tenant_id: str, key_hash: str, previous_valid_until: int | None
+) -> bool:
+    """Set a new key; the current one stays valid until `previous_valid_until` (epoch seconds,
+    None: not at all). Clients that have not reloaded the key keep working meanwhile."""
+    status: str = await conn.execute(
+        """
+        UPDATE tenants SET
+            previous_api_key_hash = CASE WHEN $3::bigint IS NULL OR api_key_hash = $2
+                                         THEN NULL ELSE api_key_hash END,
+            previous_api_key_expires_at = CASE WHEN $3::bigint IS NULL OR api_key_hash = $2
+                                               THEN NULL ELSE $3::bigint END,
+            api_key_hash = $2, api_key_expires_at = NULL, updated_at = now()
+        WHERE id = $1
+        """,
+        tenant_id,
+        key_hash,
+        previous_valid_until,
     )
     return status != "UPDATE 0"
 

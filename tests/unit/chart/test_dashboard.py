@@ -15,11 +15,12 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from mail_proxy.metrics import Metrics
+from mail_proxy_operator.metrics import OperatorMetrics
 
 from .chart_paths import CHART
 
 DASHBOARD = CHART / "dashboards" / "mail-proxy.json"
-SERIES = re.compile(r"\b(gmp_[a-z0-9_]+)(\{[^}]*\})?")
+SERIES = re.compile(r"\b((?:gmp|mail_proxy_operator)_[a-z0-9_]+)(\{[^}]*\})?")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 # Added by Prometheus to every scraped series (ServiceMonitor target labels).
 TARGET_LABELS = {"namespace", "pod", "service", "job", "instance", "container", "endpoint"}
@@ -44,6 +45,13 @@ REQUIRED_FAMILIES = {
     "gmp_suppressed_recipients",
     "gmp_suppression_entries",
     "gmp_mailbox_last_success_timestamp_seconds",
+    # the operator's row (issue 16)
+    "mail_proxy_operator_reconciles",
+    "mail_proxy_operator_reconcile_errors",
+    "mail_proxy_operator_reconcile_duration_seconds",
+    "mail_proxy_operator_resources",
+    "mail_proxy_operator_drift_repairs",
+    "mail_proxy_operator_database_up",
 }
 
 
@@ -55,7 +63,7 @@ class Family:
 def _families() -> dict[str, Family]:
     """Series name → its family, for every family registered by `Metrics`."""
     series: dict[str, Family] = {}
-    for metric in vars(Metrics()).values():
+    for metric in [*vars(Metrics()).values(), *vars(OperatorMetrics()).values()]:
         if not isinstance(metric, MetricWrapperBase):
             continue
         (described,) = metric.describe()

@@ -11,6 +11,7 @@ from mail_proxy_operator.errors import (
     PermanentReconcileError,
     SecretNotReady,
     TemporaryReconcileError,
+    TenantNotReady,
     retry_delay_seconds,
 )
 from mail_proxy_operator.reconcile import parse_spec
@@ -20,6 +21,7 @@ from mail_proxy_operator.status import (
     figures_status,
     ready_condition,
     ready_status,
+    unknown_status,
 )
 
 
@@ -67,7 +69,16 @@ def test_ready_and_failed_status() -> None:
         "Conflict",
         "taken",
     )
-    assert "pending" not in bad  # figures stay as they were
+    assert bad["pending"] is None  # a figure is cleared, never left stale after a failure
+
+
+def test_a_new_or_paused_resource_is_ready_unknown() -> None:
+    new = unknown_status(None, generation=1, reason="Reconciling", message="first reconcile")
+    assert ready_condition(new)["status"] == "Unknown"  # type: ignore[index]
+    paused = unknown_status(new, generation=1, reason="ReconciliationPaused", message="paused")
+    assert [c["type"] for c in paused["conditions"]] == ["Ready", "ReconciliationPaused"]
+    resumed = ready_status(paused, generation=1, message="fine", extra={})
+    assert [c["type"] for c in resumed["conditions"]] == ["Ready"]
 
 
 def test_figures_clear_a_previous_error() -> None:
@@ -86,8 +97,10 @@ def test_figures_clear_a_previous_error() -> None:
 def test_temporary_and_permanent_are_types() -> None:
     assert isinstance(SecretNotReady("x"), TemporaryReconcileError)
     assert isinstance(InvalidSpec("x"), PermanentReconcileError)
-    assert [retry_delay_seconds(SecretNotReady("x"), n) for n in range(4)] == [5, 10, 20, 40]
-    assert retry_delay_seconds(SecretNotReady("x"), 30) == 300
+    assert [retry_delay_seconds(TenantNotReady("x"), n) for n in range(4)] == [5, 10, 20, 40]
+    assert retry_delay_seconds(TenantNotReady("x"), 30) == 300
+    # A missing Secret is looked for again within seconds, however long it has been missing.
+    assert [retry_delay_seconds(SecretNotReady("x"), n) for n in range(5)] == [1, 2, 4, 5, 5]
     assert retry_delay_seconds(OwnedElsewhere("x"), 0) == 30
 
 

@@ -1,0 +1,232 @@
+"""Availability in a shared cluster: a Postgres outage, two replicas with one leader, and two
+installs side by side on one API server (issue 16, items 3, 4 and 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from mail_proxy.db.pool import create_pool
+from mail_proxy.encryption import generate_key
+from tests.conftest import TEMPLATE, dsn_for
+from tests.k8s.conftest import Cluster, OperatorProcess, _cluster, operator_process
+from tests.k8s.kube import (
+    Kube,
+    eventually,
+    ready,
+    resource,
+    tenant_spec,
+    wait_not_ready,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.k8s
+
+
+class SocketProxy:
+    """A Unix-socket relay in front of Postgres that a test can cut and restore (an outage
+    without stopping the shared server): cutting closes every relayed connection."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.directory = Path(tempfile.mkdtemp(prefix="mp-pgproxy-"))
+        self.path = self.directory / ".s.PGSQL.5432"
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.discard(writer)
+        self._writers.discard(up_writer)
+
+    def dsn(self, dsn: str) -> str:
+        """`dsn` going through this relay."""
+        parts = urlsplit(dsn)
+        query = dict(parse_qsl(parts.query))
+        query.update(host=str(self.directory), port="5432")
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _socket_of(dsn: str) -> str:
+    query = dict(parse_qsl(urlsplit(dsn).query))
+    directory = Path(query["host"])
+    port = query.get("port")
+    if port:
+        return str(directory / f".s.PGSQL.{port}")
+    (found,) = directory.glob(".s.PGSQL.*[0-9]")
+    return str(found)
+
+
+@pytest.fixture
+async def proxy(dsn: str) -> AsyncIterator[SocketProxy]:
+    relay = SocketProxy(_socket_of(dsn))
+    try:
+        yield relay
+    finally:
+        await relay.cut()
+        relay.directory.rmdir()
+
+
+async def _events(kube: Kube, name: str, reason: str, kind: str = "Warning") -> int:
+    return sum(
+        1
+        for e in await kube.events()
+        if e["type"] == kind and e["reason"] == reason and e["involvedObject"]["name"] == name
+    )
+
+
+async def _healthy(operator: OperatorProcess) -> bool:
+    async with httpx.AsyncClient(timeout=2) as client:
+        return (await client.get(operator.health_url)).status_code == 200
+
+
+async def test_a_postgres_outage_is_a_status_not_a_crash(
+    kube: Kube, dsn: str, tmp_path: Path, proxy: SocketProxy
+) -> None:
+    # Started while Postgres is down: live at once, one clear line, no traceback.
+    async with _cluster(kube, dsn, tmp_path, 1, GMP_DATABASE_URL=proxy.dsn(dsn)) as cluster:
+        await asyncio.sleep(2)
+        assert await _healthy(cluster.operator)
+        log = cluster.operator.log()
+        assert log.count("is not answering") == 1, log[-3000:]
+        assert "Traceback" not in log
+        await proxy.start()
+        await kube.create(resource("Tenant", "shop", tenant_spec()))
+        await wait_ready(kube, "Tenant", "shop")
+
+        await proxy.cut()
+        condition = await wait_not_ready(kube, "Tenant", "shop", "DatabaseUnavailable")
+        assert "database error" in condition["message"]
+        await asyncio.sleep(3)  # several repair ticks during the outage
+        assert await _healthy(cluster.operator)
+        assert cluster.operator.proc is not None
+        assert cluster.operator.proc.poll() is None
+        assert await _events(kube, "shop", "DatabaseUnavailable") == 1
+        assert await cluster.operator.metric("mail_proxy_operator_database_up") == 0
+
+        await proxy.start()
+        await wait_ready(kube, "Tenant", "shop")
+        assert await _events(kube, "shop", "DatabaseUnavailable") == 1
+        await eventually(
+            lambda: _metric_is(cluster, "mail_proxy_operator_database_up", 1), "database_up 1"
+        )
+        assert "Traceback" not in cluster.operator.log()
+
+
+async def _metric_is(cluster: Cluster, name: str, value: float) -> bool:
+    return await cluster.operator.metric(name) == value
+
+
+async def test_two_replicas_one_leader_and_a_takeover(kube: Kube, dsn: str, tmp_path: Path) -> None:
+    key = generate_key()
+    first = operator_process(kube, dsn, tmp_path / "first.log", key_text=key)
+    second = operator_process(kube, dsn, tmp_path / "second.log", key_text=key)
+    try:
+        await first.start()
+        await eventually(lambda: _leads(first, 1), "the first replica leads")
+        await second.start()
+        await kube.create(resource("Tenant", "one", tenant_spec()))
+        await wait_ready(kube, "Tenant", "one")
+        assert await second.metric("mail_proxy_operator_leader") == 0
+        assert "reconciled" not in second.log()  # only the leader writes
+
+        await first.stop()
+        await eventually(lambda: _leads(second, 1), "the standby takes over", timeout=30)
+        await kube.create(resource("Tenant", "two", tenant_spec()))
+        await wait_ready(kube, "Tenant", "two")
+        assert "reconciled" in second.log()
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def _leads(operator: OperatorProcess, value: float) -> bool:
+    return await operator.metric("mail_proxy_operator_leader") == value
+
+
+@pytest.fixture
+async def second_dsn(pg_server: str) -> AsyncIterator[str]:
+    name = f"mp_second_{os.getpid()}_{id(object())}"
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield dsn_for(pg_server, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+async def test_two_installs_share_one_api_server(
+    kube: Kube, dsn: str, second_dsn: str, tmp_path: Path
+) -> None:
+    blue = operator_process(
+        kube, dsn, tmp_path / "blue.log", key_text=generate_key(), GMP_OPERATOR_INSTANCE="blue"
+    )
+    green = operator_process(
+        kube,
+        second_dsn,
+        tmp_path / "green.log",
+        key_text=generate_key(),
+        GMP_OPERATOR_INSTANCE="green",
+    )
+    pools = [await create_pool(dsn, max_size=2), await create_pool(second_dsn, max_size=2)]
+    try:
+        await blue.start()
+        await green.start()
+        for name, instance in (("b", "blue"), ("g", "green"), ("plain", None)):
+            body = resource("Tenant", name, tenant_spec())
+            if instance:
+                body["metadata"]["labels"] = {"mailproxy.genropy.org/instance": instance}
+            await kube.create(body)
+        await wait_ready(kube, "Tenant", "b")
+        await wait_ready(kube, "Tenant", "g")
+        await asyncio.sleep(2)
+        assert ready(await kube.get("Tenant", "plain")) is None  # no install of its own here
+        rows = []
+        for pool in pools:
+            async with pool.acquire() as conn:
+                rows.append([r["id"] for r in await conn.fetch("SELECT id FROM tenants")])
+        assert rows == [["b"], ["g"]]
+        assert await blue.metric("mail_proxy_operator_leader") == 1
+        assert await green.metric("mail_proxy_operator_leader") == 1
+    finally:
+        await blue.stop()
+        await green.stop()
+        for pool in pools:
+            await pool.close()
