@@ -348,7 +348,9 @@ async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInsta
 
     async def write_row(conn: asyncpg.Connection) -> managed.Figures:
         row = await db_instance.get_instance(conn)
-        _check_owner(row, ref, "the instance")
+        # The singleton row always exists (the migration creates it, unmanaged): the install
+        # pins its MailProxyInstance to one namespace above, so taking it needs no annotation.
+        _check_owner(row, ref, "the instance", adopt="instance")
         compare = {"bounce_imap_password": lambda s, w: _secret_equal(ctx.box, s, w)}
         diff = _differences(row, desired, compare)
         if diff:

@@ -222,6 +222,16 @@ class Leadership:
         self.lease: tuple[str, str, str] | None = None  # name, namespace, identity
 
 
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """Keep the record, without its exception stack (asyncpg's pool-floor retries)."""
+    if record.exc_info is not None:
+        record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+        record.args = None
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
 async def _lead_and_mark(
     lead: Callable[[], Awaitable[None]], state: Leadership, metrics: OperatorMetrics
 ) -> None:
@@ -248,7 +258,8 @@ async def _campaign(
     namespace = _lease_namespace(settings)
     identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     state.lease = (name, namespace, identity)
-    duration = max(settings.operator_lease_duration_seconds, 3.0)
+    # The Lease stores whole seconds (spec.leaseDurationSeconds is an integer).
+    duration = max(round(settings.operator_lease_duration_seconds), 3)
 
     async def on_started() -> None:
         log.info("leading", extra={"action": "leader_elected", "lease": f"{namespace}/{name}"})
@@ -282,6 +293,9 @@ async def run_operator(*, settings: Settings, dsn: str, box: SecretBox) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_drop_kopf_settings)
+    # During an outage asyncpg retries its pool floor and logs each try with a traceback; the
+    # outage is already a status, an event and database_up 0: keep its line, drop the stack.
+    logging.getLogger("asyncpg.pool").addFilter(_without_traceback)
     options = kopf_settings()
     connection_info(options)  # fail now, not in kopf's retry loop, without credentials
 
