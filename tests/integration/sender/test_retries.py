@@ -87,7 +87,8 @@ async def test_slow_server_times_out_and_is_retried(world: World) -> None:
     async with smtp_server(sink) as port:
         await _setup(world, port)
         await world.enqueue("acme", "smtp1", {"id": "m1"})
-        async with running_sender(world, smtp_timeout_seconds=0.5):
+        # The end-of-DATA answer has its own, longer wait (RFC 5321 4.5.3.2.6): shortened here too.
+        async with running_sender(world, smtp_timeout_seconds=0.5, smtp_data_timeout_seconds=0.5):
             await eventually(lambda: _is(world, "deferred"))
     [event] = await world.events("acme", "m1")
     assert event["description"].startswith("Timeout")
