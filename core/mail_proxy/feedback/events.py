@@ -9,6 +9,7 @@ FeedbackError (MailProxyError)
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -102,6 +103,17 @@ def epoch(value: object, default: int) -> int:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if 0 <= value < 1e11:
             return int(value)
+    return default
+
+
+def iso_epoch(value: object, default: int) -> int:
+    """An ISO 8601 timestamp (`Z` allowed, as SES and Postmark send) as epoch seconds;
+    `default` when it is missing or not a timestamp."""
+    if isinstance(value, str):
+        try:
+            return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return default
     return default
 
 

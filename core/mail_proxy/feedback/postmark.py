@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import hmac
 import json
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from mail_proxy.feedback.events import (
     SignatureInvalid,
     bare_message_id,
     code_from,
+    iso_epoch,
     obj,
     text,
     valid_recipient,
@@ -68,15 +68,6 @@ def verify(headers: Mapping[str, str], config: Mapping[str, Any]) -> None:
     raise SignatureInvalid("Postmark credentials do not match")
 
 
-def _ts(value: object, default: int) -> int:
-    if isinstance(value, str):
-        try:
-            return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            return default
-    return default
-
-
 def events(body: bytes, now: int) -> list[FeedbackEvent]:
     try:
         record = json.loads(body)
@@ -115,7 +106,7 @@ def events(body: bytes, now: int) -> list[FeedbackEvent]:
             recipient=recipient,
             code=code,
             reason=reason,
-            event_ts=_ts(record.get("BouncedAt"), now),
+            event_ts=iso_epoch(record.get("BouncedAt"), now),
             provider_event_id=text(record.get("ID")),
             references=references,
             mail_ids=[mail_id] if mail_id else [],

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import json
 import re
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from mail_proxy.feedback.events import (
     SignatureInvalid,
     bare_message_id,
     code_from,
+    iso_epoch,
     obj,
     text,
     valid_recipient,
@@ -127,15 +127,6 @@ def check_topic(envelope: Mapping[str, Any], allowed_topics: list[str]) -> None:
         raise SignatureInvalid("SNS topic not allowed for this tenant")
 
 
-def _timestamp(value: object, default: int) -> int:
-    if isinstance(value, str):
-        try:
-            return int(dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            return default
-    return default
-
-
 def _headers(mail: Mapping[str, Any]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for header in mail.get("headers") or ():
@@ -168,7 +159,7 @@ def notification_events(envelope: Mapping[str, Any], now: int) -> list[FeedbackE
     if kind == "Bounce" and isinstance(message.get("bounce"), dict):
         bounce = message["bounce"]
         hard = bounce.get("bounceType") == "Permanent"
-        when = _timestamp(bounce.get("timestamp"), now)
+        when = iso_epoch(bounce.get("timestamp"), now)
         for rcpt in bounce.get("bouncedRecipients") or ():
             if not isinstance(rcpt, dict) or not valid_recipient(rcpt.get("emailAddress")):
                 continue
@@ -200,7 +191,7 @@ def notification_events(envelope: Mapping[str, Any], now: int) -> list[FeedbackE
                         recipient=address,
                         code=None,
                         reason=f"complaint: {feedback_type}",
-                        event_ts=_timestamp(complaint.get("timestamp"), now),
+                        event_ts=iso_epoch(complaint.get("timestamp"), now),
                         provider_event_id=text(complaint.get("feedbackId")),
                         references=references,
                         mail_ids=mail_ids,
