@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
@@ -31,7 +32,6 @@ import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from mail_proxy.mime import build_message
 ENTRY = "from mail_proxy_cli.main import main; main()"
 ADMIN_TOKEN = "bench-admin-token"
 BATCH = 1000
+_MAIL_ID = re.compile(rb"^X-Genro-Mail-ID: ([^\r\n]*)\r\n", re.MULTILINE | re.IGNORECASE)
 
 
 def free_port() -> int:
@@ -62,14 +63,15 @@ def free_port() -> int:
 class Sink:
     delay_seconds: float
     accepted: list[tuple[str, float]] = field(default_factory=list)
-    parser: BytesHeaderParser = field(default_factory=BytesHeaderParser)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         data = bytes(envelope.original_content or b"")
-        mail_id = self.parser.parsebytes(data)["X-Genro-Mail-ID"]
-        self.accepted.append((str(mail_id), time.time()))
+        # A header search, not a parse: the sink stands for a relay on another machine, so it
+        # should cost this one as little as it can.
+        found = _MAIL_ID.search(data, 0, data.find(b"\r\n\r\n") + 2)
+        self.accepted.append((found.group(1).decode() if found else "", time.time()))
         return "250 OK"
 
 
