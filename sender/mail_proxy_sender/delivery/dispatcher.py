@@ -123,7 +123,11 @@ class Dispatcher:
         for account in fair_order(ready, self._rotation):
             lane = self._lanes.get(account.account_pk)
             if self.in_flight >= cap:
-                break
+                # This sender takes no more of the account's work for now: its idle connections
+                # go, so another sender can have the account's slots (and its ready work).
+                if lane is not None:
+                    lane.shed_idle()
+                continue
             if lane is not None and lane.queued >= self._batch(account):
                 continue
             leased += await self._lease(account, max_priority=None)
@@ -134,25 +138,47 @@ class Dispatcher:
         return max(self._d.settings.batch_size_per_account, account.max_connections)
 
     async def _lease(self, account: ReadyAccount, *, max_priority: int | None) -> int:
+        """Lease a batch of the account's ready messages, only when this sender can send them.
+
+        A sender with no connection to the account takes connection slots first and leases
+        nothing when it gets none: the account's connections are all another sender's, and
+        that sender takes the work (messages leased here would wait, unsendable, for one of
+        those connections to go idle).
+        """
         s = self._d.settings
+        pk = account.account_pk
+        lane = self._lanes.get(pk)
+        reserved = 0
+        if lane is None or not lane.can_send:
+            reserved = await self._d.slots.acquire(pk, self._batch(account))
+            if not reserved:
+                return 0
         started = time.monotonic()
         now = time.time()
-        async with self._d.pool.acquire() as conn, conn.transaction():
-            lease = await lease_for_account(
-                conn,
-                account_pk=account.account_pk,
-                owner=self._d.owner,
-                default_batch=self._batch(account),
-                lease_seconds=s.lease_seconds,
-                now=now,
-                max_priority=max_priority,
-            )
+        try:
+            async with self._d.pool.acquire() as conn, conn.transaction():
+                lease = await lease_for_account(
+                    conn,
+                    account_pk=pk,
+                    owner=self._d.owner,
+                    default_batch=self._batch(account),
+                    lease_seconds=s.lease_seconds,
+                    now=now,
+                    max_priority=max_priority,
+                )
+        except BaseException:
+            if reserved:
+                await self._d.slots.release(pk, reserved)
+            raise
+        workers = min(reserved, len(lease.messages))
+        if reserved > workers:
+            await self._d.slots.release(pk, reserved - workers)
         if lease.account is None:
             return 0
         self._count_rate_limited(lease)
         if lease.messages:
             self._d.keeper.hold((m.pk for m in lease.messages), leased_at=started)
-            self._submit(lease, now=now)
+            self._submit(lease, now=now, workers=workers)
         return len(lease.messages)
 
     def _count_rate_limited(self, lease: AccountLease) -> None:
@@ -176,7 +202,7 @@ class Dispatcher:
         if lease.rate_deferred:
             m.deferred.labels(*labels).inc(len(lease.rate_deferred))
 
-    def _submit(self, lease: AccountLease, *, now: float) -> None:
+    def _submit(self, lease: AccountLease, *, now: float, workers: int) -> None:
         account = lease.account
         assert account is not None
         labels = _labels(account)
@@ -184,7 +210,9 @@ class Dispatcher:
         for message in lease.messages:
             self._d.metrics.queue_age.observe(max(0.0, now - message.created_ts))
             jobs.append(Job(message, account, labels))
-        self._lane(account["pk"], refill_below=len(jobs) // 2).submit(jobs)
+        lane = self._lane(account["pk"], refill_below=len(jobs) // 2)
+        lane.add_workers(workers)  # on the slots `_lease` took
+        lane.submit(jobs)
 
     def _lane(self, account_pk: int, *, refill_below: int) -> AccountLane:
         lane = self._lanes.get(account_pk)

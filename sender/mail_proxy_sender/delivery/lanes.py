@@ -3,7 +3,8 @@
 
 Each lane has a priority queue of jobs and as many workers as there are queued jobs, within
 the account's global connection cap: before starting workers the lane takes connection slots
-(`ConnectionSlots`, counted across every sender in Postgres); a worker holds one slot and one
+(`ConnectionSlots`, counted across every sender in Postgres; the dispatcher takes the first ones
+before leasing, see `Dispatcher._lease`); a worker holds one slot and one
 SMTP connection, and reuses it message after message until it is older than the account's
 `ttl`, breaks, or the worker has been idle `idle_seconds` (then it closes it, gives the slot
 back and ends). When no slot is free the lane asks again a moment later. The
@@ -116,14 +117,30 @@ class AccountLane:
             if granted:
                 await self._slots.release(self.account_pk, granted)
             return
-        for _ in range(granted):
-            task = asyncio.create_task(self._work(), name=f"lane-{self.account_pk}")
-            self._workers[task] = None
+        self.add_workers(granted)
         if granted < wanted and not self._queue.empty() and self._retry is None:
             # At the cap (or the database is away): ask again shortly.
             self._retry = asyncio.get_running_loop().call_later(
                 _SLOT_RETRY_SECONDS, self._retry_scale
             )
+
+    @property
+    def can_send(self) -> bool:
+        """True when the lane has a connection (or is opening some) to send what it is given."""
+        return bool(self._workers) or self._growing is not None
+
+    def add_workers(self, count: int) -> None:
+        """Start `count` workers on slots the caller already took for this lane."""
+        for _ in range(count):
+            task = asyncio.create_task(self._work(), name=f"lane-{self.account_pk}")
+            self._workers[task] = None
+
+    def shed_idle(self) -> None:
+        """End the workers waiting for work now, giving their connections and slots back (this
+        sender takes no more work for the account for now; another sender may)."""
+        for task, job in list(self._workers.items()):
+            if job is None:
+                task.cancel()
 
     def _retry_scale(self) -> None:
         self._retry = None

@@ -90,8 +90,10 @@ def test_a_folder_that_is_not_a_venv_is_never_removed(tmp_path: Path) -> None:
 def test_make_install_bootstraps_the_venv_before_installing_into_it(tmp_path: Path) -> None:
     venv = tmp_path / "v"
     done = subprocess.run(
-        ["make", "-n", "install", f"VENV={venv}"],
+        ["make", "--no-print-directory", "-n", "install", f"VENV={venv}"],
         cwd=ROOT,
+        # Run under `make test`, the outer make's variables would make this a sub-make.
+        env={k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}},
         capture_output=True,
         text=True,
         check=True,

@@ -59,6 +59,26 @@ async def test_a_sender_opens_as_many_connections_as_it_has_ready_work(world: Wo
     assert sink.peak_active == 40
 
 
+async def test_a_sender_without_a_connection_leaves_the_work_to_the_one_holding_them(
+    world: World,
+) -> None:
+    # Connections stay open (idle) for 10 minutes: a sender that leased messages without a
+    # connection of its own would hold them unsent that long.
+    sink = SmtpSink(delay_seconds=0.01)
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port, max_connections=3)
+        async with (
+            running_sender(world, owner="one", smtp_idle_seconds=600),
+            running_sender(world, owner="two", smtp_idle_seconds=600),
+        ):
+            for wave in range(3):
+                ids = [{"id": f"w{wave}m{i}"} for i in range(60)]
+                await world.enqueue("acme", "smtp1", *ids)
+                await eventually(lambda n=60 * (wave + 1): _all_sent(world, n), timeout=30)
+    assert sink.peak_active <= 3
+
+
 async def test_slots_of_live_senders_count_and_of_dead_ones_do_not(world: World) -> None:
     sink = SmtpSink(delay_seconds=0.05)
     async with smtp_server(sink) as port:
