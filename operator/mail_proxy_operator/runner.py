@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mail_proxy.config import Settings
 from mail_proxy.db.migrate import pending_versions
-from mail_proxy.db.pool import connect, create_pool
+from mail_proxy.db.pool import DATABASE_ERRORS, connect, create_pool
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import ConfigError, MailProxyError, MigrationError
 from mail_proxy_operator.context import OperatorContext
@@ -50,7 +50,8 @@ from mail_proxy_operator.specs import GROUP
 log = logging.getLogger("mail_proxy_operator")
 KOPF_PREFIX = f"operator.{GROUP}"
 DB_WAIT_SECONDS = 2.0
-DB_CHECK_SECONDS = 5.0
+DB_CHECK_SECONDS = 5.0  # how long one check may take
+DB_CHECK_EVERY_SECONDS = 1.0  # `database_up` lags an outage by about this much
 
 
 class LostLeadership(MailProxyError):
@@ -116,7 +117,7 @@ async def wait_for_database(dsn: str, stop: asyncio.Event) -> bool:
     while not stop.is_set():
         try:
             conn = await asyncio.wait_for(connect(dsn), 10)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DATABASE_ERRORS as exc:
             if not said:
                 said = True
                 log.warning(
@@ -143,14 +144,21 @@ async def wait_for_database(dsn: str, stop: asyncio.Event) -> bool:
 
 
 async def watch_database(pool: asyncpg.Pool, metrics: OperatorMetrics) -> None:
-    """`database_up` follows Postgres; one log line per transition. Runs forever."""
+    """`database_up` follows Postgres; one log line per transition. Runs forever.
+
+    Any failure of the check counts as down (a connection cut mid-query raises asyncpg's
+    InternalClientError, which an earlier list of exceptions let end this task with the gauge
+    stuck at 1)."""
     up: bool | None = None
     while True:
         try:
             async with pool.acquire(timeout=DB_CHECK_SECONDS) as conn:
                 await asyncio.wait_for(conn.fetchval("SELECT 1"), DB_CHECK_SECONDS)
             now = True
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except DATABASE_ERRORS:
+            now = False
+        except Exception:
+            log.exception("database check failed", extra={"action": "database_check_error"})
             now = False
         if now != up:
             metrics.database_up.set(1 if now else 0)
@@ -160,7 +168,7 @@ async def watch_database(pool: asyncpg.Pool, metrics: OperatorMetrics) -> None:
                 else:
                     log.warning("Postgres stopped answering", extra={"action": "database_down"})
             up = now
-        await asyncio.sleep(DB_CHECK_SECONDS)
+        await asyncio.sleep(DB_CHECK_EVERY_SECONDS)
 
 
 async def start_health_server(host: str, port: int, metrics: OperatorMetrics) -> web.AppRunner:

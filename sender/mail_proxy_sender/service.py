@@ -228,6 +228,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         dispatcher_task,
         asyncio.create_task(wakeups.run(listen_stop), name="wakeups"),
         keeper_task,
+        supervised("connection-sharing", lambda: dispatcher.share_connections(halt)),
         supervised("reporter", lambda: reporter.run(halt)),
         supervised("webhooks", lambda: webhooks.run(halt)),
         supervised("retention", lambda: run_retention(ctx.pool, s, halt)),

@@ -6,11 +6,21 @@ Each sender keeps one row per account it is connected to, with how many connecti
 does), counts the live rows of every other sender and grants what fits under the effective cap:
 `max_connections`, or the lower `connection_cap` a 421 "too many connections" set for a while.
 A sender that dies stops renewing; its slots stop counting when their lease runs out.
+
+Sharing: a sender granted fewer slots than it asked for marks its row as wanting (for
+`DEMAND_SECONDS`, renewed while it keeps asking). While another sender wants, grants stop at a
+fair share, ceil(cap / senders holding or wanting), and `excess_slots` tells each sender how far
+above that share it is, so it closes that many connections (idle ones first). Without this, the
+first sender to connect to an account kept every slot and did all of the account's work alone.
 """
 
 from __future__ import annotations
 
+import math
+
 import asyncpg
+
+DEMAND_SECONDS = 3.0
 
 _LOCK = """
 SELECT CASE WHEN coalesce(connection_cap_until, 0) > $2
@@ -18,16 +28,35 @@ SELECT CASE WHEN coalesce(connection_cap_until, 0) > $2
 FROM accounts WHERE pk = $1
 FOR NO KEY UPDATE
 """
+# The other senders of the account: slots they hold, and how many hold or want some.
 _OTHERS = """
-SELECT coalesce(sum(slots), 0)::int FROM smtp_connection_slots
+SELECT coalesce(sum(slots), 0)::int AS slots,
+       count(*) FILTER (WHERE slots > 0 OR wanting_until > $3)::int AS interested,
+       coalesce(bool_or(wanting_until > $3), false) AS wanting
+FROM smtp_connection_slots
 WHERE account_pk = $1 AND owner <> $2 AND lease_until > now()
 """
 _MINE = "SELECT slots FROM smtp_connection_slots WHERE account_pk = $1 AND owner = $2"
 _SET = """
-INSERT INTO smtp_connection_slots (account_pk, owner, slots, lease_until)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+INSERT INTO smtp_connection_slots (account_pk, owner, slots, lease_until, wanting_until)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
 ON CONFLICT (account_pk, owner) DO UPDATE
-SET slots = EXCLUDED.slots, lease_until = EXCLUDED.lease_until
+SET slots = EXCLUDED.slots, lease_until = EXCLUDED.lease_until,
+    wanting_until = EXCLUDED.wanting_until
+"""
+# Accounts where `owner` holds slots and another sender wants some: the effective cap, how many
+# senders hold or want slots, and how many `owner` holds.
+_CONTENDED = """
+SELECT s.account_pk,
+       CASE WHEN coalesce(a.connection_cap_until, 0) > $2
+            THEN least(a.max_connections, a.connection_cap) ELSE a.max_connections END AS cap,
+       count(*) FILTER (WHERE s.slots > 0 OR s.wanting_until > $2)::int AS interested,
+       coalesce(max(s.slots) FILTER (WHERE s.owner = $1), 0)::int AS mine
+FROM smtp_connection_slots s JOIN accounts a ON a.pk = s.account_pk
+WHERE s.lease_until > now()
+  AND s.account_pk IN (SELECT account_pk FROM smtp_connection_slots WHERE owner = $1 AND slots > 0)
+GROUP BY s.account_pk, a.max_connections, a.connection_cap, a.connection_cap_until
+HAVING bool_or(s.owner <> $1 AND s.wanting_until > $2)
 """
 _RELEASE = """
 UPDATE smtp_connection_slots SET slots = greatest(slots - $3, 0)
@@ -67,18 +96,43 @@ async def acquire_slots(
 ) -> int:
     """Take up to `wanted` more connection slots; returns how many were granted (maybe 0).
 
-    Runs in its own transaction (the account row lock is held until it ends).
+    Grants stay under the cap, and under the fair share while another sender wants slots; a
+    sender granted less than `wanted` is marked wanting for `DEMAND_SECONDS`. Runs in its own
+    transaction (the account row lock is held until it ends).
     """
     async with conn.transaction():
         cap = await conn.fetchval(_LOCK, account_pk, now)
         if cap is None:
             return 0
-        others: int = await conn.fetchval(_OTHERS, account_pk, owner)
+        others = await conn.fetchrow(_OTHERS, account_pk, owner, now)
         mine: int = await conn.fetchval(_MINE, account_pk, owner) or 0
-        granted = max(0, min(wanted, int(cap) - others - mine))
-        if granted:
-            await conn.execute(_SET, account_pk, owner, mine + granted, float(lease_seconds))
+        room: int = int(cap) - int(others["slots"]) - mine
+        if others["wanting"]:
+            room = min(room, fair_share(int(cap), int(others["interested"]) + 1) - mine)
+        granted = max(0, min(wanted, room))
+        wanting_until = now + DEMAND_SECONDS if granted < wanted else 0.0
+        await conn.execute(
+            _SET, account_pk, owner, mine + granted, float(lease_seconds), wanting_until
+        )
     return granted
+
+
+def fair_share(cap: int, senders: int) -> int:
+    """Each sender's share of an account's `cap` connections when `senders` hold or want some
+    (rounded up, so the whole cap stays usable)."""
+    return max(1, math.ceil(cap / max(1, senders)))
+
+
+async def excess_slots(conn: asyncpg.Connection, *, owner: str, now: float) -> dict[int, int]:
+    """Account pk -> slots `owner` holds above its fair share, for the accounts where another
+    sender wants slots (accounts without such a sender are absent)."""
+    rows = await conn.fetch(_CONTENDED, owner, now)
+    excess = {}
+    for row in rows:
+        above = row["mine"] - fair_share(int(row["cap"]), row["interested"])
+        if above > 0:
+            excess[row["account_pk"]] = above
+    return excess
 
 
 async def release_slots(

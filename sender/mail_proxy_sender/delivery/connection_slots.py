@@ -14,6 +14,7 @@ import asyncpg
 
 from mail_proxy.db.connection_slots import (
     acquire_slots,
+    excess_slots,
     forget_owner,
     lower_cap,
     release_slots,
@@ -80,6 +81,21 @@ class ConnectionSlots:
                 "cannot give back connection slots; their lease will run out",
                 extra={"action": "slots_error", "account_pk": account_pk, "error": repr(exc)},
             )
+
+    async def excess(self) -> dict[int, int]:
+        """Account pk -> connections to give back: those above this process's fair share where
+        another sender waits for slots. Empty when none, or when the database cannot be asked
+        (connections already open keep working)."""
+        if not self.held:
+            return {}
+        try:
+            async with self._pool.acquire() as conn:
+                return await excess_slots(conn, owner=self._owner, now=time.time())
+        except DATABASE_ERRORS as exc:
+            log.warning(
+                "cannot read connection demand", extra={"action": "slots_error", "error": repr(exc)}
+            )
+            return {}
 
     async def renew(self, conn: asyncpg.Connection) -> None:
         """Called by the lease heartbeat on its connection."""

@@ -43,6 +43,7 @@ from mail_proxy_sender.maintenance.rescuer import rescue_once
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = DATABASE_ERRORS
+_SHARE_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -107,6 +108,16 @@ class Dispatcher:
                 await asyncio.sleep(0)
                 continue
             await first_of(stop, self._wake, timeout=self._d.settings.send_loop_interval_seconds)
+
+    async def share_connections(self, stop: asyncio.Event) -> None:
+        """Every second, give back connections held above this sender's fair share of an
+        account another sender waits for (`mail_proxy.db.connection_slots`)."""
+        while not stop.is_set():
+            for account_pk, count in (await self._d.slots.excess()).items():
+                lane = self._lanes.get(account_pk)
+                if lane is not None:
+                    lane.give_back(count)
+            await first_of(stop, timeout=_SHARE_EVERY_SECONDS)
 
     async def cycle(self) -> int:
         """One pass over the ready accounts; returns how many messages were leased."""

@@ -138,9 +138,17 @@ class AccountLane:
     def shed_idle(self) -> None:
         """End the workers waiting for work now, giving their connections and slots back (this
         sender takes no more work for the account for now; another sender may)."""
-        for task, job in list(self._workers.items()):
-            if job is None:
-                task.cancel()
+        self.give_back(len(self._workers), busy_too=False)
+
+    def give_back(self, count: int, *, busy_too: bool = True) -> None:
+        """Close `count` connections and give their slots back: idle workers end now, then
+        (with `busy_too`) busy ones after their current message. Asking again while earlier
+        requests are pending does not add to them."""
+        idle = [task for task, job in self._workers.items() if job is None and not task.done()]
+        for task in idle[:count]:
+            task.cancel()
+        if busy_too:
+            self._retire = max(self._retire, count - len(idle[:count]))
 
     def _retry_scale(self) -> None:
         self._retry = None

@@ -4,10 +4,19 @@ sender opens as many connections as it has ready work."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mail_proxy.db.connection_slots import (
+    DEMAND_SECONDS,
+    acquire_slots,
+    excess_slots,
+    fair_share,
+    release_slots,
+)
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.processes import sender_processes
 from tests.integration.sender.servers import SmtpSink, smtp_server
@@ -116,3 +125,39 @@ async def test_a_421_at_connect_lowers_the_cap_and_loses_nothing(world: World) -
     assert sorted(sink.mail_ids()) == [f"m{i:03d}" for i in range(120)]
     events = {e["event_type"] for e in await world.events("acme")}
     assert events == {"sent"}  # nothing was deferred or failed because of the refusals
+
+
+async def test_a_waiting_sender_gets_a_fair_share_and_the_holder_is_told_its_excess(
+    world: World,
+) -> None:
+    await world.tenant("acme")
+    await world.account("acme", "smtp1", 2525, max_connections=10)
+    pk = await world.fetchval("SELECT pk FROM accounts WHERE id = 'smtp1'")
+    now = time.time()
+    async with world.pool.acquire() as conn:
+        assert await acquire_slots(conn, **_ask(pk, "one", 50, now)) == 10
+        assert await excess_slots(conn, owner="one", now=now) == {}  # nobody waits
+        # The second sender gets nothing (the cap is used) and is marked wanting ...
+        assert await acquire_slots(conn, **_ask(pk, "two", 50, now)) == 0
+        # ... so the first learns it holds 5 above its share of 10 between two senders.
+        assert await excess_slots(conn, owner="one", now=now) == {pk: 5}
+        await release_slots(conn, account_pk=pk, owner="one", count=5)
+        # Freed slots go to the waiting sender up to its share, not back to the first.
+        assert await acquire_slots(conn, **_ask(pk, "one", 50, now)) == 0
+        assert await acquire_slots(conn, **_ask(pk, "two", 50, now)) == 5
+        assert await excess_slots(conn, owner="one", now=now) == {}
+        # Wanting lapses when a sender stops asking: then the cap is whoever's asks.
+        later = now + DEMAND_SECONDS + 1
+        await release_slots(conn, account_pk=pk, owner="two", count=5)
+        assert await acquire_slots(conn, **_ask(pk, "one", 50, later)) == 5
+
+
+def _ask(pk: int, owner: str, wanted: int, now: float) -> dict[str, Any]:
+    return {"account_pk": pk, "owner": owner, "wanted": wanted, "lease_seconds": 30, "now": now}
+
+
+@pytest.mark.parametrize(("cap", "senders", "share"), [(10, 2, 5), (5, 3, 2), (1, 4, 1), (7, 1, 7)])
+def test_fair_share_rounds_up_so_the_whole_cap_stays_usable(
+    cap: int, senders: int, share: int
+) -> None:
+    assert fair_share(cap, senders) == share
