@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -130,7 +130,76 @@ def _clean(params: Mapping[str, Any]) -> dict[str, Any]:
 _USER_AGENT = "mail-proxy-client/0.1"
 
 
-class Client:
+class _Call(NamedTuple):
+    """One API call, as both clients send it."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
+
+
+class _Calls:
+    """What both clients share: settings, and each operation as a `_Call` (the sync and async
+    halves only send them)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str | None,
+        max_retries: int,
+        backoff_seconds: float,
+        max_backoff_seconds: float,
+    ) -> None:
+        self.tenant_id = tenant_id  # the default for messages and tenant-scoped calls
+        self._policy = _Policy(
+            max_retries=max_retries,
+            backoff_seconds=backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+        )
+
+    def _tenant(self, tenant_id: str | None) -> dict[str, Any]:
+        return {"tenant_id": tenant_id or self.tenant_id}
+
+    def _add_messages(
+        self,
+        messages: Iterable[Message | Mapping[str, Any]],
+        default_priority: int | str | None,
+        idempotency_key: str | None,
+    ) -> _Call:
+        return _Call(
+            "POST",
+            "/commands/add-messages",
+            json=_messages_body(messages, default_priority, self.tenant_id),
+            headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex},
+        )
+
+    def _list_messages(self, tenant_id: str | None, filters: Mapping[str, Any]) -> _Call:
+        return _Call("GET", "/messages", params={**self._tenant(tenant_id), **filters})
+
+    def _delete_messages(self, ids: Iterable[str], tenant_id: str | None) -> _Call:
+        return _Call(
+            "POST",
+            "/commands/delete-messages",
+            json={"ids": list(ids)},
+            params=self._tenant(tenant_id),
+        )
+
+    def _run_now(self, tenant_id: str | None) -> _Call:
+        return _Call("POST", "/commands/run-now", params=self._tenant(tenant_id))
+
+    def _failed(
+        self, call: _Call, attempt: int, exc: httpx.InvalidURL | httpx.TransportError
+    ) -> None:
+        """A transport failure: raise unless it is worth another attempt."""
+        if isinstance(exc, httpx.InvalidURL):
+            raise MailProxyError(f"invalid URL for {call.method} {call.path}: {exc}") from exc
+        if not self._policy.should_retry(attempt, None):
+            raise TransportError(f"{call.method} {call.path}: {exc}") from exc
+
+
+class Client(_Calls):
     """Synchronous client: `with Client(url, api_token=KEY, tenant_id="acme") as mp: ...`.
 
     `tenant_id` fills in messages that name none, and is the tenant of the scoped calls.
@@ -148,8 +217,8 @@ class Client:
         max_backoff_seconds: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.tenant_id = tenant_id  # the default for messages and tenant-scoped calls
-        self._policy = _Policy(
+        super().__init__(
+            tenant_id=tenant_id,
             max_retries=max_retries,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
@@ -171,18 +240,22 @@ class Client:
         headers: Mapping[str, str] | None = None,
     ) -> Any:
         """One API call with retries; the decoded JSON answer, or an `APIError`."""
+        return self._send(_Call(method, path, json, params, headers))
+
+    def _send(self, call: _Call) -> Any:
         attempt = 0
         while True:
             response: httpx.Response | None = None
             try:
                 response = self._http.request(
-                    method, path, json=json, params=_clean(params or {}), headers=headers
+                    call.method,
+                    call.path,
+                    json=call.json,
+                    params=_clean(call.params or {}),
+                    headers=call.headers,
                 )
-            except httpx.InvalidURL as exc:
-                raise MailProxyError(f"invalid URL for {method} {path}: {exc}") from exc
-            except httpx.TransportError as exc:
-                if not self._policy.should_retry(attempt, None):
-                    raise TransportError(f"{method} {path}: {exc}") from exc
+            except (httpx.InvalidURL, httpx.TransportError) as exc:
+                self._failed(call, attempt, exc)
             if response is not None and not self._policy.should_retry(attempt, response):
                 return self._policy.decode(response)
             time.sleep(self._policy.delay(attempt, response))
@@ -196,41 +269,25 @@ class Client:
         idempotency_key: str | None = None,
     ) -> AddMessagesResult:
         """Queue messages (up to 1000); refused ones are listed in `rejected`, never raised."""
-        key = idempotency_key or uuid.uuid4().hex
         try:
-            answer = self.request(
-                "POST",
-                "/commands/add-messages",
-                json=_messages_body(messages, default_priority, self.tenant_id),
-                headers={"Idempotency-Key": key},
-            )
+            answer = self._send(self._add_messages(messages, default_priority, idempotency_key))
         except ValidationError as exc:
             return _all_refused(exc)
         return AddMessagesResult.model_validate(answer)
 
     def list_messages(self, *, tenant_id: str | None = None, **filters: Any) -> list[Any]:
         """`GET /messages` (filters: status, limit, cursor, include_history, active_only)."""
-        answer = self.request(
-            "GET", "/messages", params={"tenant_id": tenant_id or self.tenant_id, **filters}
-        )
-        messages: list[Any] = answer["messages"]
+        messages: list[Any] = self._send(self._list_messages(tenant_id, filters))["messages"]
         return messages
 
     def delete_messages(self, ids: Iterable[str], *, tenant_id: str | None = None) -> Any:
-        return self.request(
-            "POST",
-            "/commands/delete-messages",
-            json={"ids": list(ids)},
-            params={"tenant_id": tenant_id or self.tenant_id},
-        )
+        return self._send(self._delete_messages(ids, tenant_id))
 
     def run_now(self, *, tenant_id: str | None = None) -> Any:
-        return self.request(
-            "POST", "/commands/run-now", params={"tenant_id": tenant_id or self.tenant_id}
-        )
+        return self._send(self._run_now(tenant_id))
 
     def status(self) -> Any:
-        return self.request("GET", "/status")
+        return self._send(_Call("GET", "/status"))
 
     def close(self) -> None:
         self._http.close()
@@ -242,7 +299,7 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_Calls):
     """Asynchronous client: `async with AsyncClient(url, api_token=...) as mp: ...`."""
 
     def __init__(
@@ -257,8 +314,8 @@ class AsyncClient:
         max_backoff_seconds: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.tenant_id = tenant_id  # the default for messages and tenant-scoped calls
-        self._policy = _Policy(
+        super().__init__(
+            tenant_id=tenant_id,
             max_retries=max_retries,
             backoff_seconds=backoff_seconds,
             max_backoff_seconds=max_backoff_seconds,
@@ -279,18 +336,23 @@ class AsyncClient:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Any:
+        """One API call with retries; the decoded JSON answer, or an `APIError`."""
+        return await self._send(_Call(method, path, json, params, headers))
+
+    async def _send(self, call: _Call) -> Any:
         attempt = 0
         while True:
             response: httpx.Response | None = None
             try:
                 response = await self._http.request(
-                    method, path, json=json, params=_clean(params or {}), headers=headers
+                    call.method,
+                    call.path,
+                    json=call.json,
+                    params=_clean(call.params or {}),
+                    headers=call.headers,
                 )
-            except httpx.InvalidURL as exc:
-                raise MailProxyError(f"invalid URL for {method} {path}: {exc}") from exc
-            except httpx.TransportError as exc:
-                if not self._policy.should_retry(attempt, None):
-                    raise TransportError(f"{method} {path}: {exc}") from exc
+            except (httpx.InvalidURL, httpx.TransportError) as exc:
+                self._failed(call, attempt, exc)
             if response is not None and not self._policy.should_retry(attempt, response):
                 return self._policy.decode(response)
             await asyncio.sleep(self._policy.delay(attempt, response))
@@ -303,40 +365,28 @@ class AsyncClient:
         default_priority: int | str | None = None,
         idempotency_key: str | None = None,
     ) -> AddMessagesResult:
-        key = idempotency_key or uuid.uuid4().hex
+        """Queue messages (up to 1000); refused ones are listed in `rejected`, never raised."""
+        call = self._add_messages(messages, default_priority, idempotency_key)
         try:
-            answer = await self.request(
-                "POST",
-                "/commands/add-messages",
-                json=_messages_body(messages, default_priority, self.tenant_id),
-                headers={"Idempotency-Key": key},
-            )
+            answer = await self._send(call)
         except ValidationError as exc:
             return _all_refused(exc)
         return AddMessagesResult.model_validate(answer)
 
     async def list_messages(self, *, tenant_id: str | None = None, **filters: Any) -> list[Any]:
-        answer = await self.request(
-            "GET", "/messages", params={"tenant_id": tenant_id or self.tenant_id, **filters}
-        )
+        """`GET /messages` (filters: status, limit, cursor, include_history, active_only)."""
+        answer = await self._send(self._list_messages(tenant_id, filters))
         messages: list[Any] = answer["messages"]
         return messages
 
     async def delete_messages(self, ids: Iterable[str], *, tenant_id: str | None = None) -> Any:
-        return await self.request(
-            "POST",
-            "/commands/delete-messages",
-            json={"ids": list(ids)},
-            params={"tenant_id": tenant_id or self.tenant_id},
-        )
+        return await self._send(self._delete_messages(ids, tenant_id))
 
     async def run_now(self, *, tenant_id: str | None = None) -> Any:
-        return await self.request(
-            "POST", "/commands/run-now", params={"tenant_id": tenant_id or self.tenant_id}
-        )
+        return await self._send(self._run_now(tenant_id))
 
     async def status(self) -> Any:
-        return await self.request("GET", "/status")
+        return await self._send(_Call("GET", "/status"))
 
     async def aclose(self) -> None:
         await self._http.aclose()
