@@ -142,3 +142,17 @@ def _split_outside_quotes(text: str) -> list[str]:
             start = index + 1
     parts.append(text[start:])
     return parts
+
+
+def submitted_forms(*fields: str | list[str] | None) -> dict[str, str]:
+    """Each recipient's normalised `key` -> the recipient as the app wrote it in `fields`
+    (to, cc, bcc: lists or comma-separated strings), e.g. `info@xn--bcher-kva.example` ->
+    `Info <info@Bücher.example>`. Two spellings of one mailbox are one recipient: the first
+    spelling is shown. Invalid entries are skipped (intake refused them already)."""
+    out: dict[str, str] = {}
+    for value in fields:
+        for item in split_recipients(value):
+            parsed = parse_address(item)
+            if parsed is not None:
+                out.setdefault(parsed.key, item)
+    return out

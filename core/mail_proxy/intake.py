@@ -12,7 +12,7 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from mail_proxy.addresses import address_of, has_crlf, split_recipients
+from mail_proxy.addresses import address_of, has_crlf, split_recipients, submitted_forms
 from mail_proxy.mime import header_problem
 
 # Exact strings of the reference (section 1.4), in the order they are checked.
@@ -119,6 +119,14 @@ def envelope_addresses(message: Mapping[str, Any]) -> list[str]:
             if address is not None:
                 found[address.lower()] = None
     return list(found)
+
+
+def suppressed_as_submitted(message: Mapping[str, Any]) -> dict[str, str]:
+    """The recipients `suppressed_recipients` left out of `message` (its `SUPPRESSED_KEY`), as
+    {normalised address (the sender's key): the recipient as the app wrote it}."""
+    hit = {str(a).lower() for a in message.get(SUPPRESSED_KEY) or ()}
+    forms = submitted_forms(*(message.get(field) for field in _RECIPIENT_FIELDS))
+    return {key: shown for key, shown in forms.items() if key.lower() in hit}
 
 
 def suppressed_recipients(

@@ -182,7 +182,7 @@ async def _enqueue_answer(
         log_payload=log_payload,
     )
     suppressed = [
-        (item.tenant_id, item.id, item.payload[intake.SUPPRESSED_KEY])
+        (item.tenant_id, item.id, intake.suppressed_as_submitted(item.payload))
         for item in items
         if item.reason is None and item.payload.get(intake.SUPPRESSED_KEY)
     ]

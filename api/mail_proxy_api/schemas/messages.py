@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
 
@@ -107,12 +107,13 @@ class MessageEvent(BaseModel):
 
 
 class RecipientOutcome(BaseModel):
-    """The fate of one recipient (SPEC section 13)."""
+    """The fate of one recipient (SPEC section 13), made from `RecipientRow.wire()`: the item
+    the delivery report carries."""
 
-    address: str
+    address: str = Field(description="The recipient as the app submitted it")
     status: Literal["accepted", "refused", "deferred"]
-    code: int | None = None
-    reason: str | None = None
+    code: int | None = Field(description="The server's SMTP reply code for it, null if none")
+    reason: str | None = Field(description="The server's answer, or why it was not sent")
 
 
 class MessageRecord(BaseModel):
@@ -136,6 +137,12 @@ class MessageRecord(BaseModel):
     # Present when some recipient was refused or is deferred (SPEC section 13).
     recipients: list[RecipientOutcome] | None = None
     history: list[MessageEvent] | None = None
+
+    @field_serializer("recipients")
+    def _recipients(self, value: list[RecipientOutcome] | None) -> list[dict[str, Any]] | None:
+        # Every key of every item, nulls included, as in the delivery report: the route leaves
+        # out null fields of the record, never of a recipient (plain dicts are kept whole).
+        return None if value is None else [dict(item) for item in value]
 
 
 class MessagesResponse(BaseModel):

@@ -10,20 +10,22 @@ tried yet), and its report item stays exactly the v0.6 one.
 Surface (all keyword-only, the caller owns the transaction):
 - `record(conn, rows=[RecipientRow, ...], now=...)`: upsert outcomes for any messages; a
   refusal or acceptance is final and is never overwritten by a later `deferred`.
-- `record_suppressed(conn, messages=[(tenant_id, id, [address, ...]), ...], now=...)`: the
+- `record_suppressed(conn, messages=[(tenant_id, id, {address: submitted}), ...], now=...)`: the
   recipients intake left out of queued messages (suppression list), as `refused` with reason
   `recipient suppressed`, so reports, `GET /messages` and the final state count them.
 - `for_messages(conn, message_pks=[...])` -> `{pk: [RecipientRow, ...]}` in address order.
-- `wire_list(rows)` -> the `recipients` list of report items and `GET /messages`:
-  `[{"address", "status", "code", "reason"}]`; `needs_wire_list(rows)` says whether an item
-  carries it (some recipient refused or deferred).
-Addresses must be normalised with `mail_proxy.addresses.normalised_address` first.
+- `wire_list(rows)` -> the `recipients` list of report items, `GET /messages` and `GET
+  /messages/{id}/events` (`RecipientRow.wire()` is the one serializer for all three):
+  `[{"address", "status", "code", "reason"}]`, every key always present (null when unknown);
+  `needs_wire_list(rows)` says whether an item carries it (some recipient refused or deferred).
+`address` must be normalised with `mail_proxy.addresses.normalised_address` first (it is the
+dedupe key); `submitted` is the recipient as the app wrote it, which is what `wire()` shows.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,10 +52,12 @@ class RecipientRow:
     reason: str | None = None
     attempts: int = 0
     next_attempt_ts: int | None = None
+    submitted: str | None = None  # as the app wrote it; shown instead of `address`
 
     def wire(self) -> dict[str, Any]:
+        """The item every surface shows (reports, GET /messages, events)."""
         return {
-            "address": self.address,
+            "address": self.submitted or self.address,
             "status": self.status,
             "code": self.code,
             "reason": self.reason,
@@ -62,23 +66,27 @@ class RecipientRow:
 
 _RECORD = """
 INSERT INTO message_recipients AS r
-    (message_pk, address, status, code, reason, attempts, next_attempt_ts, updated_ts)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
-                     $7::bigint[]) AS i(pk, address, status, code, reason, attempts, next_ts),
+    (message_pk, address, status, code, reason, attempts, next_attempt_ts, updated_ts,
+     submitted)
+SELECT i.pk, i.address, i.status, i.code, i.reason, i.attempts, i.next_ts, now.ts, i.submitted
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+            $7::bigint[], $9::text[])
+         AS i(pk, address, status, code, reason, attempts, next_ts, submitted),
      (SELECT $8::bigint) AS now(ts)
 ON CONFLICT (message_pk, address) DO UPDATE SET
     status = EXCLUDED.status, code = EXCLUDED.code, reason = EXCLUDED.reason,
     attempts = r.attempts + EXCLUDED.attempts, next_attempt_ts = EXCLUDED.next_attempt_ts,
-    updated_ts = EXCLUDED.updated_ts
+    updated_ts = EXCLUDED.updated_ts, submitted = coalesce(r.submitted, EXCLUDED.submitted)
 WHERE r.status = 'deferred'
 """
 _RECORD_SUPPRESSED = """
 INSERT INTO message_recipients AS r
-    (message_pk, address, status, code, reason, attempts, next_attempt_ts, updated_ts)
-SELECT m.pk, a.address, 'refused', NULL, $2::text, 0, NULL, $3::bigint
+    (message_pk, address, status, code, reason, attempts, next_attempt_ts, updated_ts,
+     submitted)
+SELECT m.pk, a.key, 'refused', NULL, $2::text, 0, NULL, $3::bigint, a.value
 FROM jsonb_to_recordset($1::text::jsonb) AS i(tenant_id text, id text, addresses jsonb)
 JOIN messages m ON m.tenant_id = i.tenant_id AND m.id = i.id
-CROSS JOIN LATERAL jsonb_array_elements_text(i.addresses) AS a(address)
+CROSS JOIN LATERAL jsonb_each_text(i.addresses) AS a(key, value)
 WHERE m.state IN ('pending', 'deferred')
 ON CONFLICT (message_pk, address) DO UPDATE SET
     status = 'refused', code = NULL, reason = EXCLUDED.reason, next_attempt_ts = NULL,
@@ -86,7 +94,7 @@ ON CONFLICT (message_pk, address) DO UPDATE SET
 WHERE r.status = 'deferred'
 """
 _FOR_MESSAGES = """
-SELECT message_pk, address, status, code, reason, attempts, next_attempt_ts
+SELECT message_pk, address, status, code, reason, attempts, next_attempt_ts, submitted
 FROM message_recipients WHERE message_pk = ANY($1::bigint[])
 ORDER BY message_pk, address
 """
@@ -108,22 +116,24 @@ async def record(conn: asyncpg.Connection, *, rows: Sequence[RecipientRow], now:
         [r.attempts for r in rows],
         [r.next_attempt_ts for r in rows],
         int(now),
+        [r.submitted for r in rows],
     )
 
 
 async def record_suppressed(
     conn: asyncpg.Connection,
     *,
-    messages: Sequence[tuple[str, str, Sequence[str]]],
+    messages: Sequence[tuple[str, str, Mapping[str, str]]],
     now: float,
 ) -> int:
-    """Store the suppressed recipients of queued messages `(tenant_id, id, addresses)` as
-    `refused` with `SUPPRESSED_REASON` (SPEC section 13), in one statement. Messages not queued
-    (rejected, or kept as "already sent") are skipped. Returns the rows written."""
+    """Store the suppressed recipients of queued messages `(tenant_id, id, {normalised address:
+    as submitted})` as `refused` with `SUPPRESSED_REASON` (SPEC section 13), in one statement.
+    Messages not queued (rejected, or kept as "already sent") are skipped. Returns the rows
+    written."""
     if not messages:
         return 0
     batch = json.dumps(
-        [{"tenant_id": t, "id": i, "addresses": list(a)} for t, i, a in messages if a]
+        [{"tenant_id": t, "id": i, "addresses": dict(a)} for t, i, a in messages if a]
     )
     status: str = await conn.execute(_RECORD_SUPPRESSED, batch, SUPPRESSED_REASON, int(now))
     return int(status.split()[-1])

@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mail_proxy import rendered
+from mail_proxy.addresses import submitted_forms
 from mail_proxy.db.bounce_routing import BounceRouting
-from mail_proxy.db.outcomes import Outcome
-from mail_proxy.db.recipients import DEFERRED
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError
 from mail_proxy.intake import RECIPIENT_SUPPRESSED, SUPPRESSED_KEY
@@ -31,7 +30,7 @@ from mail_proxy.redact import open_client_auth
 from mail_proxy.states import MessageState
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
 from mail_proxy_sender.attachments.offload import MessageRef, Offloader
-from mail_proxy_sender.delivery.domain_backoff import DomainBackoff, domain_of
+from mail_proxy_sender.delivery.domain_backoff import DomainBackoff
 from mail_proxy_sender.delivery.failures import (
     AccountFailure,
     DeliveryFailure,
@@ -40,22 +39,16 @@ from mail_proxy_sender.delivery.failures import (
     TemporaryFailure,
     Throttled,
     TooManyConnections,
-    names_rate_limit,
 )
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter, Recorded
 from mail_proxy_sender.delivery.recipient_tally import RecipientTally
 from mail_proxy_sender.delivery.retry import RetryPolicy
-from mail_proxy_sender.delivery.smtp_client import (
-    SmtpConnection,
-    SmtpOptions,
-    SmtpTarget,
-    TransactionResult,
-)
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
+from mail_proxy_sender.delivery.transactions import TransactionLoop
 
 log = logging.getLogger(__name__)
-NEEDS_SMTPUTF8 = "recipient address needs SMTPUTF8, which the server does not offer"
 # Returned instead of a failure when the account was held: nothing to record for the message.
 _HELD = TemporaryFailure("account held")
 # Returned when the job went back to its lane to wait for a connection already open.
@@ -102,7 +95,7 @@ class Deliverer:
         self._on_account_failure = on_account_failure
         self._on_account_ok = on_account_ok
         self._routing = routing
-        self._domains = domains or DomainBackoff(base_seconds=60.0, max_seconds=900.0)
+        self._loop = TransactionLoop(domains or DomainBackoff(base_seconds=60.0, max_seconds=900.0))
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
         if not self._keeper.may_start(job.message.pk):
@@ -145,13 +138,14 @@ class Deliverer:
         async def rebuild(omit: frozenset[str]) -> WireMessage:
             return await self._build(job, tenant, omit)
 
-        tally = RecipientTally(wire.recipients, job.message.recipients)
+        payload = job.message.payload
+        shown = submitted_forms(payload.get("to"), payload.get("cc"), payload.get("bcc"))
+        tally = RecipientTally(wire.recipients, job.message.recipients, shown)
         suppressed = {str(a).lower() for a in job.message.payload.get(SUPPRESSED_KEY) or ()}
         for address in wire.recipients:
             if address.lower() in suppressed:
                 # Left out at intake (suppression list): reported refused, never named.
                 tally.refuse(address, RECIPIENT_SUPPRESSED)
-        self._defer_throttled_domains(job.message.account_pk, tally)
         if tally.to_send():
             conn, whole = await self._deliver(job, target, conn, wire, rebuild, tally)
             if whole is _REQUEUED:
@@ -166,7 +160,7 @@ class Deliverer:
             now=time.time(),
         )
         if outcome.state == MessageState.DEFERRED:
-            outcome = self._after_domain_backoff(job.message.account_pk, tally, outcome)
+            outcome = self._loop.after_domain_backoff(job.message.account_pk, tally, outcome)
         if outcome.state != MessageState.SENT:
             self._log_failure(job, outcome.state, outcome.error or "")
         if outcome.state == MessageState.DEFERRED and job.message.rendered is None:
@@ -195,7 +189,7 @@ class Deliverer:
             except DeliveryFailure as failure:
                 if tally.fates:
                     # Some recipients were settled on a session that ended: theirs is kept,
-                    # the others wait for a retry.
+                    # the others wait for a retry, without being blamed for it.
                     tally.defer(tally.to_send(), failure)
                     return None, None
                 if isinstance(failure, TooManyConnections) and await self._on_too_many_connections(
@@ -208,19 +202,19 @@ class Deliverer:
                 return None, failure
             if wire.smtputf8 and not conn.smtputf8:
                 try:
-                    wire = await self._without_smtputf8(wire, rebuild, tally)
+                    wire = await self._loop.without_smtputf8(wire, rebuild, tally)
                 except DeliveryFailure as failure:
                     return conn, failure
                 if not tally.to_send():
                     return conn, None
             started = time.perf_counter()
-            ended = await self._transactions(conn, wire, tally, job.message.account_pk)
+            ended = await self._loop.run(conn, wire, tally, job.message.account_pk)
             if ended is None:
                 self._metrics.smtp_latency.labels(job.account["id"]).observe(
                     time.perf_counter() - started
                 )
                 return conn, None
-            if not conn.usable(target):
+            if not conn.usable(target) or isinstance(ended, SessionEnded):
                 await conn.close()
                 conn = None
             if isinstance(ended, SessionEnded) and reconnects < self._options.reconnect_attempts:
@@ -232,104 +226,6 @@ class Deliverer:
                 await self._on_throttled(job)
             tally.defer(tally.to_send(), ended)
             return conn, None
-
-    async def _transactions(
-        self, conn: SmtpConnection, wire: WireMessage, tally: RecipientTally, account_pk: int
-    ) -> DeliveryFailure | None:
-        """Transactions on one session until every recipient is settled; the failure that
-        ended the session, if one did."""
-        pending = tally.to_send()
-        while pending:
-            result = await conn.transaction(
-                sender=wire.envelope_from,
-                recipients=pending,
-                data=wire.data,
-                smtputf8=wire.smtputf8,
-            )
-            ended = self._domain_limits(account_pk, result)
-            self._defer_throttled_domains(account_pk, tally)
-            if ended is not None and not result.answers:
-                if ended is not result.ended and not tally.to_send():
-                    return None  # only the throttling domain was left: no new session for it
-                return ended
-            if (
-                result.refused_message is not None
-                and not tally.fates
-                and not tally.settled_before
-                and all(a.stage != "rcpt" for a in result.answers.values())
-            ):
-                # The message itself refused, before anybody was settled: its failure, with
-                # the retry table and reason of a whole message.
-                return result.refused_message
-            again = tally.apply(result.answers)
-            self._defer_throttled_domains(account_pk, tally)
-            again = [a for a in again if a not in tally.fates]
-            if ended is not None:
-                return ended if tally.to_send() else None
-            if again and len(again) == len(pending):
-                break  # no progress: settled as deferred below
-            pending = again
-        return None
-
-    def _domain_limits(self, account_pk: int, result: TransactionResult) -> DeliveryFailure | None:
-        """Learn from one transaction which destination domains throttle (a 4xx at RCPT naming
-        a rate limit) and which accept again; the failure that ended the session, where a 421
-        at RCPT naming a rate limit is the domain's, not the account's: a new session carries
-        on with the other domains."""
-        now = time.time()
-        for address, answer in result.answers.items():
-            if 200 <= answer.code < 300:
-                self._domains.accepted(account_pk, domain_of(address))
-            elif answer.stage == "rcpt" and names_rate_limit(answer.code, answer.text):
-                self._domains.throttle(account_pk, domain_of(address), now)
-        at, at_address = result.ended_at, result.ended_at_address
-        if at is not None and at_address is not None and names_rate_limit(at.code, at.text):
-            self._domains.throttle(account_pk, domain_of(at_address), now)
-            return SessionEnded(at.text, smtp_code=at.code)
-        return result.ended
-
-    def _defer_throttled_domains(self, account_pk: int, tally: RecipientTally) -> None:
-        """Recipients whose domain is backed off wait, without being named (see
-        `domain_backoff`)."""
-        now = time.time()
-        for address, until in self._domains.throttled(account_pk, tally.to_send(), now).items():
-            tally.wait(address, f"domain {domain_of(address)} throttled by its servers", until)
-
-    def _after_domain_backoff(
-        self, account_pk: int, tally: RecipientTally, outcome: Outcome
-    ) -> Outcome:
-        """A deferred message comes back no earlier than some deferred recipient can be named:
-        when every one waits for its domain's back-off, at the earliest end of those."""
-        if outcome.deferred_ts is None:
-            return outcome
-        deferred = [a for a, f in tally.merged().items() if f.status == DEFERRED]
-        waits = self._domains.throttled(account_pk, deferred, time.time())
-        if not deferred or len(waits) < len(deferred):
-            return outcome
-        ready = int(min(waits.values())) + 1
-        if ready <= outcome.deferred_ts:
-            return outcome
-        metadata = {**(outcome.metadata or {}), "deferred_ts": ready}
-        return dataclasses.replace(outcome, deferred_ts=ready, metadata=metadata)
-
-    async def _without_smtputf8(
-        self,
-        wire: WireMessage,
-        rebuild: Callable[[frozenset[str]], Awaitable[WireMessage]],
-        tally: RecipientTally,
-    ) -> WireMessage:
-        """The server offers no SMTPUTF8 (RFC 6531): recipients that need it are refused, the
-        others get a copy whose headers leave them out; a sender that needs it fails."""
-        for address in wire.utf8_recipients:
-            tally.refuse(address, NEEDS_SMTPUTF8)
-        if not tally.to_send():
-            return wire
-        ascii_wire = await rebuild(wire.utf8_recipients)
-        if ascii_wire.smtputf8:
-            raise PermanentFailure(
-                "the sender or reply-to address needs SMTPUTF8, which the server does not offer"
-            )
-        return ascii_wire
 
     async def _session(
         self, job: Job, target: SmtpTarget, conn: SmtpConnection | None

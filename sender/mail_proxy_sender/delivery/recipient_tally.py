@@ -3,23 +3,26 @@
 
 A `RecipientTally` starts from the message's envelope recipients and what earlier attempts
 settled (`message_recipients` rows, read with the lease): recipients already accepted or refused
-are never named again. Each answer then settles one recipient on its own:
+are never named again. Each answer then settles one recipient on its own (the table is in
+`rcpt_answers`): accepted, refused (5xx for that recipient, final), deferred (4xx for that
+recipient), or "too many recipients" (not settled: named again in another transaction).
 
-    2xx at DATA            accepted
-    5xx at RCPT or DATA    refused (final)
-    452 at RCPT            "too many recipients": named again at once in another transaction,
-                           as long as the previous one accepted somebody (RFC 5321 4.5.3.1.10)
-    other 4xx              deferred: retried alone with the retry table
+A session that ends under a transaction (421, hang-up, timeout) is nobody's answer: the
+recipients it left without one are deferred with code null and the session's reason (`defer`),
+and the recipient whose RCPT the session ended at is a *suspect*: named after the others, alone,
+so it can never keep them from their message.
 
 `outcome()` turns the tally into the message's outcome: `deferred` while some recipient is
-deferred and retries are left (deferred ones that exhaust them become refused), else `sent` when
-anybody accepted (now or before), else `error`. Rows and the report's `recipients` list are
-written only when some recipient was not accepted at once (a v0.6 message stays v0.6).
+deferred and retries are left, else `sent` when anybody accepted (now or before), else `error`.
+A recipient still deferred when the retries run out stays `deferred` (reason `Max retries (N)
+exceeded: <last reason>`, no next attempt): it was never refused by the server, so it is never
+reported as refused. Rows and the report's `recipients` list are written only when some
+recipient was not accepted at once (a v0.6 message stays v0.6). Rows are keyed by the normalised
+address (dedupe); reports show the address as the app submitted it (`submitted`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +31,9 @@ from mail_proxy.db.outcomes import Outcome
 from mail_proxy.db.recipients import ACCEPTED, DEFERRED, REFUSED, RecipientRow, RecipientStatus
 from mail_proxy.states import MessageState
 from mail_proxy_sender.delivery.failures import DeliveryFailure
+from mail_proxy_sender.delivery.rcpt_answers import RcptOutcome, rcpt_outcome
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import Answer
-
-TOO_MANY_RECIPIENTS = 452
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,18 @@ class Fate:
 
 class RecipientTally:
     def __init__(
-        self, recipients: Sequence[str], previous: Iterable[Mapping[str, Any]] | None
+        self,
+        recipients: Sequence[str],
+        previous: Iterable[Mapping[str, Any]] | None,
+        submitted: Mapping[str, str] | None = None,
     ) -> None:
+        """`recipients`: normalised envelope addresses; `previous`: stored rows (`address`,
+        `status`, `code`, `reason`); `submitted`: normalised address -> as the app wrote it."""
         self.recipients = list(recipients)
+        self._submitted = dict(submitted or {})
+        # Recipients whose RCPT a session ended at: named last, alone (module doc).
+        self.suspects: set[str] = set()
+        self._too_many: dict[str, Answer] = {}
         self._previous: dict[str, Fate] = {
             str(row["address"]): Fate(row["status"], row.get("code"), row.get("reason"))
             for row in previous or ()
@@ -63,34 +73,51 @@ class RecipientTally:
             and (r not in self._previous or self._previous[r].status == DEFERRED)
         ]
 
+    def next_names(self) -> list[str]:
+        """The recipients to name in the next transaction: every unsettled one but the
+        suspects, else one suspect alone."""
+        pending = self.to_send()
+        return [r for r in pending if r not in self.suspects] or pending[:1]
+
     def refuse(self, address: str, reason: str, code: int | None = None) -> None:
         self.fates[address] = Fate(REFUSED, code, reason)
 
     def defer(self, addresses: Iterable[str], failure: DeliveryFailure) -> None:
+        """No answer for these recipients: the session ended or could not open. Deferred
+        with the session's reason and no code (the server said nothing about them)."""
         for address in addresses:
-            self._named.add(address)
-            self.fates[address] = Fate(DEFERRED, failure.smtp_code, failure.described)
+            self.fates[address] = Fate(
+                DEFERRED, None, f"no answer for this recipient: {failure.described}"
+            )
+
+    def defer_too_many(self, addresses: Iterable[str]) -> None:
+        """Recipients a fresh session still left out for its recipient limit: retried with
+        the retry table, with the server's answer."""
+        for address in addresses:
+            answer = self._too_many[address]
+            self.fates[address] = Fate(DEFERRED, answer.code, answer.described)
 
     def wait(self, address: str, reason: str, until: float) -> None:
         """Deferred without being named (its domain is backed off until `until`, epoch s)."""
         self.fates[address] = Fate(DEFERRED, None, reason)
 
     def apply(self, answers: Mapping[str, Answer]) -> list[str]:
-        """Settle recipients from one transaction; returns those to name again at once (452
-        after the transaction accepted somebody)."""
-        progressed = any(200 <= a.code < 300 for a in answers.values())
-        again = []
+        """Settle recipients from one transaction; returns those left out for the server's
+        recipient limit ("too many recipients"), still unsettled."""
+        too_many = []
         for address, answer in answers.items():
             self._named.add(address)
-            if 200 <= answer.code < 300:
+            outcome = rcpt_outcome(answer)
+            if outcome is RcptOutcome.ACCEPTED:
                 self.fates[address] = Fate(ACCEPTED, answer.code, None)
-            elif answer.code >= 500:
+            elif outcome is RcptOutcome.REFUSED:
                 self.fates[address] = Fate(REFUSED, answer.code, answer.described)
-            elif _too_many_recipients(answer) and progressed:
-                again.append(address)
+            elif outcome is RcptOutcome.TOO_MANY:
+                self._too_many[address] = answer
+                too_many.append(address)
             else:
                 self.fates[address] = Fate(DEFERRED, answer.code, answer.described)
-        return again
+        return too_many
 
     @property
     def settled_before(self) -> bool:
@@ -124,10 +151,11 @@ class RecipientTally:
         retry = attempts <= policy.max_retries
         until = int(now + policy.delay_seconds(attempts)) if retry else None
         if not retry:
+            # Given up, but never refused by the server: still `deferred`, saying so.
             for address, fate in list(self.fates.items()):
                 if fate.status == DEFERRED:
                     reason = f"Max retries ({policy.max_retries}) exceeded: {fate.reason}"
-                    self.fates[address] = Fate(REFUSED, fate.code, reason)
+                    self.fates[address] = Fate(DEFERRED, fate.code, reason)
         merged = self.merged()
         deferred = {a: f for a, f in merged.items() if f.status == DEFERRED}
         refused = {a: f for a, f in merged.items() if f.status == REFUSED}
@@ -143,12 +171,15 @@ class RecipientTally:
                     fate.reason,
                     attempts=1 if address in self._named else 0,
                     next_attempt_ts=until if fate.status == DEFERRED else None,
+                    submitted=self._submitted.get(address),
                 )
                 for address, fate in merged.items()
                 if address in self.fates
             )
         wire = [
-            RecipientRow(message_pk, a, f.status, f.code, f.reason).wire()
+            RecipientRow(
+                message_pk, a, f.status, f.code, f.reason, submitted=self._submitted.get(a)
+            ).wire()
             for a, f in merged.items()
         ]
         meta: dict[str, Any] = {"retry_count": attempts - 1}
@@ -156,16 +187,16 @@ class RecipientTally:
             meta["recipients"] = wire
         if refused:
             # History (`GET /messages?include_history`) keeps its earlier shape too.
-            meta["refused"] = {a: f.reason for a, f in refused.items()}
+            meta["refused"] = {self._submitted.get(a, a): f.reason for a, f in refused.items()}
         ts = int(now)
-        if deferred:
+        if deferred and retry:
             meta.update(deferred_ts=until, retry_count=attempts)
             return Outcome(
                 message_pk,
                 MessageState.DEFERRED,
                 ts,
                 deferred_ts=until,
-                error=_summary(deferred),
+                error=_summary(deferred, self._submitted),
                 metadata=meta,
                 recipients=rows,
             )
@@ -181,24 +212,21 @@ class RecipientTally:
         codes = [f.code for f in refused.values() if f.code is not None]
         if codes:
             meta["smtp_code"] = codes[0]
+        error = (
+            f"No recipient accepted: {_summary({**refused, **deferred}, self._submitted)}"
+            if deferred
+            else f"All recipients refused: {_summary(refused, self._submitted)}"
+        )
         return Outcome(
             message_pk,
             MessageState.ERROR,
             ts,
-            error=f"All recipients refused: {_summary(refused)}",
+            error=error,
             metadata=meta,
             recipients=rows,
         )
 
 
-def _too_many_recipients(answer: Answer) -> bool:
-    """452 at RCPT meaning "too many recipients" (RFC 3463 4.5.3, or a 452 without an enhanced
-    code, RFC 5321 4.5.3.1.10), not a full mailbox (4.2.2) or a full server (4.3.1)."""
-    if answer.code != TOO_MANY_RECIPIENTS or answer.stage != "rcpt":
-        return False
-    text = answer.text.lstrip()
-    return text.startswith("4.5.3") or not _ENHANCED.match(text)
-
-
-def _summary(fates: Mapping[str, Fate]) -> str:
-    return "; ".join(f"{address}: {fate.reason}" for address, fate in fates.items())
+def _summary(fates: Mapping[str, Fate], shown: Mapping[str, str]) -> str:
+    """`address: reason; ...`, each address as the app submitted it."""
+    return "; ".join(f"{shown.get(a, a)}: {fate.reason}" for a, fate in fates.items())

@@ -28,6 +28,8 @@ from mail_proxy.encryption import SecretBox
 from mail_proxy_sender.delivery.failures import (
     DeliveryFailure,
     SessionEnded,
+    TemporaryFailure,
+    Throttled,
     classify_connect_error,
     classify_smtp_error,
 )
@@ -163,6 +165,7 @@ class SmtpConnection:
         )
         self.opened_at = 0.0
         self.sends = 0
+        self.transactions = 0  # MAIL commands on this session
 
     async def open(self) -> None:
         """Connect, negotiate TLS and log in; raises the account's `DeliveryFailure`
@@ -193,8 +196,9 @@ class SmtpConnection:
     ) -> TransactionResult:
         """MAIL FROM, one RCPT TO per recipient, DATA when any was accepted (RFC 5321 3.3).
 
-        Every recipient named gets its own answer; a 421 or a lost connection ends the
-        transaction with `ended` set and the recipients not yet answered in `untried`.
+        Every recipient named gets its own answer; a 421, a hang-up or a timeout ends the
+        transaction with `ended` set, the recipients without an answer in `untried` and, when
+        it ended at a RCPT, that recipient in `ended_at_address`.
         """
         encoding = "utf-8" if smtputf8 else "ascii"
         options = []
@@ -205,6 +209,7 @@ class SmtpConnection:
             if self._client.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
         answers: dict[str, Answer] = {}
+        self.transactions += 1
         try:
             await self._client.mail(sender, options=options, encoding=encoding)
         except aiosmtplib.SMTPResponseException as exc:
@@ -218,7 +223,7 @@ class SmtpConnection:
                 refused_message=failure,
             )
         except Exception as exc:
-            return TransactionResult({}, list(recipients), classify_smtp_error(exc))
+            return TransactionResult({}, list(recipients), self._ended(exc))
         accepted: list[str] = []
         for index, address in enumerate(recipients):
             try:
@@ -227,15 +232,21 @@ class SmtpConnection:
                 if exc.code == 421 or not self._client.is_connected:
                     return TransactionResult(
                         answers,
-                        recipients[index:],
-                        classify_smtp_error(exc),
+                        accepted + recipients[index:],
+                        self._ended(exc),
                         ended_at=Answer(exc.code, exc.message, "rcpt"),
                         ended_at_address=address,
                     )
                 answers[address] = Answer(exc.code, exc.message, "rcpt")
                 continue
             except Exception as exc:
-                return TransactionResult(answers, recipients[index:], classify_smtp_error(exc))
+                # Hang-up or timeout at this RCPT: nobody's answer, the session is over.
+                return TransactionResult(
+                    answers,
+                    accepted + recipients[index:],
+                    self._ended(exc),
+                    ended_at_address=address,
+                )
             accepted.append(address)
         if not accepted:
             await self._reset()
@@ -255,6 +266,17 @@ class SmtpConnection:
         self.sends += 1
         answers.update({r: Answer(response.code, response.message, "data") for r in accepted})
         return TransactionResult(answers, [])
+
+    def _ended(self, exc: BaseException) -> DeliveryFailure:
+        """The failure of an exception at MAIL or RCPT: `SessionEnded` when it left the session
+        closed (hang-up, timeout: aiosmtplib closes on both), so that a new session carries on
+        without blaming the message or any recipient; a rate limit stays `Throttled`."""
+        failure = classify_smtp_error(exc)
+        if self._client.is_connected or isinstance(failure, SessionEnded | Throttled):
+            return failure
+        if isinstance(failure, TemporaryFailure):
+            return SessionEnded(failure.reason, smtp_code=failure.smtp_code)
+        return failure
 
     async def _reset(self) -> None:
         try:

@@ -4,8 +4,12 @@ sync receivers and attachment sources. Every server is stopped when its block en
 
 The sink behaves like the strict servers found in the field (issue 10):
 - RFC 5321 4.5.3.1.6: a DATA line over 998 octets (plus CRLF) is answered `500 Line too long`;
-- chosen answers per recipient (`rcpt_replies`: 550, 451, ...) and `452 4.5.3` after
-  `max_recipients` RCPTs in one transaction;
+- chosen answers per recipient (`rcpt_replies`: 550, 451, ...) and `too_many_reply` (`452
+  4.5.3 ...`) after `max_recipients` RCPTs in one transaction or `session_max_recipients` in
+  one session;
+- a recipient whose RCPT ends the session: answered and hung up (`rcpt_hangups`: address ->
+  reply, None for a silent hang-up) or never answered (`rcpt_stalls`, until the client times
+  out);
 - `421` and a hang-up at connect, MAIL, RCPT or DATA (`hangup_at`);
 - SMTPUTF8 only when `smtputf8` is set (else a non-ASCII address is a `500`);
 - STARTTLS or implicit TLS with any certificate (`untrusted_tls_context()` for one nobody
@@ -75,7 +79,11 @@ class SmtpSink:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     # Strict-server behaviours (see the module doc).
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> answer to RCPT
-    max_recipients: int | None = None  # then "452 4.5.3 Too many recipients"
+    max_recipients: int | None = None  # then `too_many_reply`
+    session_max_recipients: int | None = None  # accepted RCPTs per session, then the same
+    too_many_reply: str = "452 4.5.3 Too many recipients"
+    rcpt_hangups: dict[str, str | None] = field(default_factory=dict)  # reply, then hang up
+    rcpt_stalls: set[str] = field(default_factory=set)  # never answered
     hangup_at: str | None = None  # "connect" | "mail" | "rcpt" | "data": answer 421, hang up
     hangup_reply: str = "421 4.3.2 Service shutting down"
     hangups_left: int | None = None  # how many more hang-ups (None: every time)
@@ -115,12 +123,25 @@ class SmtpSink:
         self.rcpts_seen.append(address)
         if (reply := self._hangup(server, "rcpt")) is not None:
             return reply
+        if address in self.rcpt_hangups:
+            reply, transport = self.rcpt_hangups[address], server.transport
+            if transport is not None and reply is None:
+                transport.close()  # silent: nothing is written after this
+            elif transport is not None:
+                asyncio.get_running_loop().call_soon(transport.close)
+            return reply or "421 gone"
+        if address in self.rcpt_stalls:
+            await asyncio.sleep(3600)
         if self.rcpt_reply:
             return self.rcpt_reply
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
         if self.max_recipients is not None and len(envelope.rcpt_tos) >= self.max_recipients:
-            return "452 4.5.3 Too many recipients"
+            return self.too_many_reply
+        accepted = getattr(session, "accepted_rcpts", 0)
+        if self.session_max_recipients is not None and accepted >= self.session_max_recipients:
+            return self.too_many_reply
+        session.accepted_rcpts = accepted + 1
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

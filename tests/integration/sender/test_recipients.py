@@ -155,7 +155,7 @@ async def test_greylisted_recipient_is_retried_alone_and_the_account_keeps_sendi
     assert rows["grey@example.org"]["attempts"] == 2
 
 
-async def test_a_recipient_that_stays_deferred_ends_refused_and_the_message_sent(
+async def test_a_recipient_that_stays_deferred_ends_given_up_and_the_message_sent(
     world: World,
 ) -> None:
     sink = SmtpSink(rcpt_replies={"full@example.org": "452 4.2.2 Mailbox full"})
@@ -167,7 +167,9 @@ async def test_a_recipient_that_stays_deferred_ends_refused_and_the_message_sent
         async with running_sender(world, max_retries=1, **RETRY_FAST):
             await eventually(lambda: _is(world, "sent"), timeout=30)
     rows = await _rows(world)
-    assert rows["full@example.org"]["status"] == "refused"
+    # Given up, but the server never refused it: still `deferred`, saying why.
+    assert rows["full@example.org"]["status"] == "deferred"
+    assert rows["full@example.org"]["next_attempt_ts"] is None
     assert rows["full@example.org"]["reason"].startswith("Max retries (1) exceeded: 452")
     assert [r.rcpt_tos for r in sink.received] == [["a@example.org"]]
     assert sink.rcpts_seen.count("full@example.org") == 2
