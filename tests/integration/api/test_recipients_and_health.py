@@ -29,9 +29,10 @@ async def test_messages_list_the_recipients_when_some_were_not_accepted(api: Api
             now=time.time(),
         )
     by_id = {m["id"]: m for m in (await list_messages(api))["messages"]}
-    # (GET /messages leaves out null fields, here as everywhere else)
+    # GET /messages leaves out null fields of the record, never of a recipient: the same
+    # items as the delivery report (`RecipientRow.wire()`).
     assert by_id["m1"]["recipients"] == [
-        {"address": "a@example.org", "status": "accepted", "code": 250},
+        {"address": "a@example.org", "status": "accepted", "code": 250, "reason": None},
         {
             "address": "b@example.org",
             "status": "refused",
