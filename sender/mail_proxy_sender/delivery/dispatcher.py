@@ -354,6 +354,8 @@ class Dispatcher:
             )
 
     async def _reclaim(self) -> None:
+        if not self._d.keeper.may_rescue():
+            return  # just started, or back from an outage: owners renew first (lease_keeper)
         try:
             # Each lapsed lease counts as an attempt (maintenance/rescuer.py).
             await rescue_once(self._d.pool, self._d.settings)

@@ -11,6 +11,21 @@ lease however long the transaction takes, so no other sender takes a message sti
 longer (`lease_seconds / 5`). When renewals fail (Postgres is away) held leases run out, and
 messages not started yet stay unsent; when a renewal finds a lease taken back by another
 sender, that message is marked lost and never started here.
+
+Outages and duplicates. A lease that ran out while Postgres was away does not mean its sender
+died: it may hold the outcome of a message the SMTP server accepted (issue 13 item 3), queued
+in its outcome writer. So a lease that runs out is taken back only by a sender in continuous
+contact with Postgres for a whole `lease_seconds` (`may_rescue()`), measured by this
+heartbeat: a failed renewal, or more than `lease_seconds / 2` from the start of one successful
+renewal to the end of the next (an outage, a renewal that hung, a stalled process), starts
+the count again, and so does the start of the process. Why that suffices: a live sender's
+lease runs out only when all its renewals (every `lease_seconds / 3`, every second after a
+failure) fail for a whole lease, i.e. Postgres was unreachable for at least two thirds of one;
+every rescuer's own heartbeat sees such an outage, so none takes anything back until
+`lease_seconds` after Postgres is reachable again, while the live owner renews its leases
+(a renewal takes back a lapsed lease it still owns, see `renew_leases`) and stores its
+outcomes within about a second. Not covered: a sender cut off from Postgres while the others
+reach it, which nobody can tell from a dead one (its accepted messages may be sent twice).
 """
 
 from __future__ import annotations
@@ -48,6 +63,11 @@ class LeaseKeeper:
         # pk -> monotonic time until which a send may still start
         self._valid_until: dict[int, float] = {}
         self.renewals_failed = 0  # consecutive; reset by a successful renewal
+        # Continuous contact with Postgres (see the module doc): since when (monotonic), and
+        # the start of the last successful renewal.
+        self._max_gap = self._lease / 2
+        self._contact_since: float | None = None
+        self._last_ok_started: float | None = None
 
     @property
     def held(self) -> int:
@@ -63,6 +83,12 @@ class LeaseKeeper:
         """True while the lease on `pk` is held and valid for at least the margin."""
         return time.monotonic() < self._valid_until.get(pk, 0.0)
 
+    def may_rescue(self) -> bool:
+        """True when this sender has been in continuous contact with Postgres for a whole
+        `lease_seconds`: only then may it take back leases that ran out (module doc)."""
+        since = self._contact_since
+        return since is not None and time.monotonic() - since >= self._lease
+
     def drop(self, pks: Iterable[int]) -> None:
         """Stop renewing: the outcome is stored, the message was given back or its lease lost."""
         for pk in pks:
@@ -72,22 +98,24 @@ class LeaseKeeper:
         """Extend every held lease now; returns False when Postgres could not be reached."""
         pks = list(self._valid_until)
         started = time.monotonic()
-        renewed: set[int] = set()
         try:
             async with self._pool.acquire() as conn:
-                if pks:
-                    renewed = await renew_leases(
-                        conn, message_pks=pks, owner=self._owner, lease_seconds=self._lease
-                    )
+                # Run even with nothing held: the round trip is the heartbeat `may_rescue`
+                # relies on.
+                renewed = await renew_leases(
+                    conn, message_pks=pks, owner=self._owner, lease_seconds=self._lease
+                )
                 if self._also_renew is not None:
                     await self._also_renew(conn)
         except _DB_ERRORS as exc:
             self.renewals_failed += 1
+            self._contact_since = None
             log.warning(
                 "cannot renew leases", extra={"action": "lease_renew_error", "error": repr(exc)}
             )
             return False
         self.renewals_failed = 0
+        self._count_contact(started)
         until = started + self._lease - self._margin
         lost = []
         for pk in pks:
@@ -102,6 +130,18 @@ class LeaseKeeper:
             self.drop(lost)
             log.warning("leases lost", extra={"action": "lease_lost", "count": len(lost)})
         return True
+
+    def _count_contact(self, started: float) -> None:
+        finished = time.monotonic()
+        last, self._last_ok_started = self._last_ok_started, started
+        if self._contact_since is None or last is None:
+            self._contact_since = finished  # the first renewal, or the first after a failure
+        elif finished - last > self._max_gap:
+            log.warning(
+                "heartbeat gap: expired leases are left to their owners for a while",
+                extra={"action": "lease_contact_gap", "seconds": round(finished - last, 1)},
+            )
+            self._contact_since = finished
 
     async def run(self, stop: asyncio.Event) -> None:
         """Renew every `renew_every` seconds (sooner after a failure) until `stop` is set."""

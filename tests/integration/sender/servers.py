@@ -94,6 +94,7 @@ class SmtpSink:
     peak_active: int = 0  # most connections open at once
     connection_limit: int | None = None  # beyond it, a new connection gets 421, hang-up
     refused_connections: int = 0
+    gate: asyncio.Event | None = None  # DATA is answered only once it is set
 
     def _hangup(self, server: SMTP, stage: str) -> str | None:
         if self.hangup_at != stage or self.hangups_left == 0:
@@ -159,6 +160,8 @@ class SmtpSink:
         self.attempted.append(got)
         if (reply := self._hangup(server, "data")) is not None:
             return reply
+        if self.gate is not None:
+            await self.gate.wait()
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         if self.drop:

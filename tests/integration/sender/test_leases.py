@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.servers import SmtpSink, smtp_server
 
@@ -22,7 +23,8 @@ async def test_a_dead_senders_expired_lease_is_taken_back(world: World) -> None:
             "UPDATE messages SET state = 'sending', lease_owner = 'alive-1', attempts = 1, "
             "lease_until = now() + interval '1 hour' WHERE id = 'held'"
         )
-        async with running_sender(world):
+        # A sender takes lapsed leases back after one lease of contact with Postgres.
+        async with running_sender(world, lease_seconds=2.0):
             await eventually(lambda: _state_is(world, "orphan", "sent"))
             await asyncio.sleep(0.5)
     assert sink.mail_ids() == ["orphan"]  # a live lease is left alone
@@ -136,3 +138,26 @@ async def _state_is(world: World, message_id: str, state: str) -> bool:
 
 async def _attempted(sink: SmtpSink, count: int) -> bool:
     return len(sink.attempted) >= count
+
+
+async def test_lapsed_leases_are_taken_back_only_after_a_lease_of_continuous_contact(
+    world: World,
+) -> None:
+    keeper = LeaseKeeper(world.pool, owner="me", lease_seconds=1.0)
+    assert not keeper.may_rescue()  # never in contact yet
+    assert await keeper.renew()
+    assert not keeper.may_rescue()  # just started: owners get a lease to come back first
+    for _ in range(4):
+        await asyncio.sleep(0.3)
+        assert await keeper.renew()
+    assert keeper.may_rescue()
+    await asyncio.sleep(0.7)  # a heartbeat gap longer than half a lease (a stall, an outage)
+    assert await keeper.renew()
+    assert not keeper.may_rescue()
+    for _ in range(4):
+        await asyncio.sleep(0.3)
+        assert await keeper.renew()
+    assert keeper.may_rescue()
+    await world.pool.close()  # Postgres out of reach: the renewal fails
+    assert not await keeper.renew()
+    assert not keeper.may_rescue()

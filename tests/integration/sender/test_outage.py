@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
-import warnings
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,58 +24,16 @@ import pytest
 from mail_proxy.db.migrate import migrate
 from mail_proxy.db.pool import connect
 from mail_proxy.encryption import generate_key
-from tests.conftest import free_port, stopped_on_sigterm
+from tests.conftest import free_port
 from tests.integration.sender.conftest import eventually
 from tests.integration.sender.processes import ENTRY
 from tests.integration.sender.servers import SmtpSink, smtp_server
+from tests.integration.sender.stoppable_postgres import StoppablePostgres, stoppable_pg
 
 pytestmark = pytest.mark.slow
+__all__ = ["stoppable_pg"]  # the fixture
 ADMIN = {"X-API-Token": "admin-token"}
 COUNT = 1500
-
-
-class StoppablePostgres:
-    """An embedded Postgres of the test's own that can be stopped and started again."""
-
-    def __init__(self, root: Path) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver
-            from pgserver._commands import pg_ctl
-
-        self._pg_ctl = pg_ctl
-        self.server: Any = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
-        self.dsn: str = self.server.get_uri()
-
-    def stop(self) -> None:
-        self._pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
-        )
-
-    def start(self) -> None:
-        with self.server._lock:
-            self.server.ensure_postgres_running()
-        assert self.server.get_uri() == self.dsn  # same socket: clients reconnect as they were
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.server.cleanup()
-
-
-@pytest.fixture
-def stoppable_pg() -> Iterator[StoppablePostgres]:
-    root = Path(tempfile.mkdtemp(prefix="mp-pg-outage-"))
-    pg = StoppablePostgres(root)
-
-    def stop() -> None:
-        pg.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
-
-    try:
-        with stopped_on_sigterm(stop):
-            yield pg
-    finally:
-        stop()
 
 
 @contextlib.asynccontextmanager

@@ -111,11 +111,16 @@ async def test_killed_senders_lose_nothing_and_duplicate_only_accepted_messages(
     duplicates = sorted(i for i, n in counts.items() if n > 1)
     # A duplicate is only a message whose first copy the killed process had handed over (DATA
     # complete) before it died, inside its lease, without committing `sent`. (The server may
-    # answer 250 a moment after the kill: it has not noticed the dead peer yet.)
+    # answer 250 a moment after the kill: it has not noticed the dead peer yet. The sink runs
+    # on this test's loop, which may read a DATA sent just before the kill a little later.)
     lease = COMMON["lease_seconds"]
     for message_id in duplicates:
         handed_over = first[message_id].data_at
-        assert any(k - lease <= handed_over <= k for k in kills), (message_id, handed_over, kills)
+        assert any(k - lease <= handed_over <= k + 0.5 for k in kills), (
+            message_id,
+            handed_over,
+            kills,
+        )
     assert len(duplicates) <= len(kills) * 50
 
 
