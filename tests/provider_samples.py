@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +150,9 @@ class SendgridSigner:
         )
         return base64.b64encode(der).decode()
 
-    def headers(self, body: bytes, timestamp: str = "1795474233") -> dict[str, str]:
+    def headers(self, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+        """Signed now unless `timestamp` (epoch seconds) says when."""
+        timestamp = timestamp or str(int(time.time()))
         signature = self.key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
         return {
             "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
@@ -190,8 +193,11 @@ def mailgun_failed(
     severity: str = "permanent",
     event: str = "failed",
     variables: dict[str, str] | None = None,
+    signed_at: int | None = None,
 ) -> dict[str, Any]:
-    timestamp, token = "1795474233", "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0"
+    """Signed now unless `signed_at` (epoch seconds) says when."""
+    timestamp = str(int(time.time()) if signed_at is None else signed_at)
+    token = "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0"
     signature = hmac.new(signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256)
     return {
         "signature": {"timestamp": timestamp, "token": token, "signature": signature.hexdigest()},

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     # Provider feedback: the hosts an SNS SigningCertURL / SubscribeURL may name (regex on the
     # host, matched in full; https only).
     sns_certificate_host_pattern: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    # Mailgun and SendGrid sign a timestamp: signatures further than this from now (either
+    # way) are refused with 401, so a captured notification cannot be replayed later.
+    provider_signature_max_age_seconds: float = Field(default=600.0, gt=0)
+    # SNS signing certificates: at most this many fetches per minute per API process (a flood
+    # of forged notifications naming new URLs cannot make it fetch more; 503 beyond).
+    sns_certificate_fetches_per_minute: int = Field(default=10, ge=1)
 
     # Inbound (bounce and PEC mailboxes). GMP_BOUNCE_* seed the instance bounce mailbox once,
     # when the stored one has no host yet (reference section 10); the stored one wins after.

@@ -3,7 +3,10 @@
 
     POST   /providers/{provider}/{tenant_id}     the provider calls this: verified by its own
                                                  signature or credentials (no X-API-Token);
-                                                 401 when not proven, 400 for an unknown shape
+                                                 401 when not proven (or a Mailgun/SendGrid
+                                                 signature older than the freshness window),
+                                                 400 for an unknown shape, 503 + Retry-After
+                                                 when an SNS certificate cannot be fetched now
     GET    /providers?tenant_id=                 a tenant's provider settings (secrets masked)
     PUT    /providers/{provider}?tenant_id=      set them (admin or the tenant itself)
     DELETE /providers/{provider}?tenant_id=
@@ -30,6 +33,7 @@ from mail_proxy.feedback.events import (
     FeedbackEvent,
     PayloadInvalid,
     SignatureInvalid,
+    VerificationBusy,
 )
 from mail_proxy.redact import redact
 from mail_proxy_api.audit import record_command
@@ -149,10 +153,15 @@ async def _ses(
     ctx: ApiContext, config: dict[str, Any], body: bytes, now: int
 ) -> tuple[list[FeedbackEvent], bool]:
     envelope = ses.parse_envelope(body)
-    pattern = ctx.settings.sns_certificate_host_pattern
-    certificate = await ctx.sns.certificate(str(envelope.get("SigningCertURL")), pattern)
-    ses.verify(envelope, certificate)
+    # The topic first: a notification from a topic the tenant did not configure costs no fetch.
     ses.check_topic(envelope, list(config.get("topic_arns") or ()))
+    pattern = ctx.settings.sns_certificate_host_pattern
+    certificate = await ctx.sns.certificate(
+        str(envelope.get("SigningCertURL")),
+        pattern,
+        fetches_per_minute=ctx.settings.sns_certificate_fetches_per_minute,
+    )
+    ses.verify(envelope, certificate)
     if envelope["Type"] == "SubscriptionConfirmation":
         await ctx.sns.confirm(envelope.get("SubscribeURL"), pattern)
         return [], True
@@ -169,12 +178,13 @@ async def _verified_events(
     if provider == "ses":
         return await _ses(ctx, config, body, now)
     secrets = _opened(ctx, config)
+    max_age = ctx.settings.provider_signature_max_age_seconds
     if provider == "sendgrid":
-        sendgrid.verify(headers, body, str(config.get("public_key", "")))
+        sendgrid.verify(headers, body, str(config.get("public_key", "")), now=now, max_age=max_age)
         return sendgrid.events(body, now), False
     if provider == "mailgun":
         payload = mailgun.parse(body)
-        mailgun.verify(payload, str(secrets.get("token") or ""))
+        mailgun.verify(payload, str(secrets.get("token") or ""), now=now, max_age=max_age)
         return mailgun.events(payload, now), False
     postmark.verify(headers, secrets)
     return postmark.events(body, now), False
@@ -187,6 +197,7 @@ async def _verified_events(
         400: {"description": "Not the provider's documented shape"},
         401: {"description": "Not proven to come from the provider (signature, credentials)"},
         404: {"description": "Unknown provider, or none configured for the tenant"},
+        503: {"description": "Cannot verify now (SNS certificate unavailable); retry later"},
         502: {"description": "SNS did not accept the subscription confirmation"},
     },
 )
@@ -213,6 +224,8 @@ async def provider_notification(provider: str, tenant_id: str, request: Request,
         raise HTTPException(401, str(exc)) from None
     except PayloadInvalid as exc:
         raise HTTPException(400, str(exc)) from None
+    except VerificationBusy as exc:  # the provider retries later; nothing was recorded
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
     except FeedbackError as exc:  # e.g. SNS did not take the confirmation: let it retry
         raise HTTPException(502, str(exc)) from None
     if not events:

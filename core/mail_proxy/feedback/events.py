@@ -3,13 +3,21 @@
 
 FeedbackError (MailProxyError)
 ├── SignatureInvalid     not from the provider (bad/missing signature, wrong credentials,
-│                        topic not allowed)                         -> HTTP 401
-└── PayloadInvalid       signed, or unsignable, but not a shape we read -> HTTP 400
+│                        topic not allowed, signature too old)      -> HTTP 401
+├── PayloadInvalid       signed, or unsignable, but not a shape we read -> HTTP 400
+└── VerificationBusy     cannot verify right now (SNS certificate fetch budget spent, or the
+                         certificate host is failing): the provider retries -> HTTP 503
+
+Freshness (`check_fresh`): Mailgun and SendGrid sign a timestamp with every delivery; a
+signature more than `max_age` seconds away from now (past or future) is refused, so a captured
+request cannot be replayed later. Their docs advise checking it; the window is
+`GMP_PROVIDER_SIGNATURE_MAX_AGE_SECONDS` (600 s by default, the usual 5-10 minutes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -34,6 +42,36 @@ class SignatureInvalid(FeedbackError):
 
 class PayloadInvalid(FeedbackError, InvalidRequest):
     """The request does not have the provider's documented shape."""
+
+
+class VerificationBusy(FeedbackError):
+    """The signature cannot be checked right now; `retry_after` seconds until it may."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def check_fresh(provider: str, timestamp: object, *, now: float, max_age: float) -> None:
+    """Raise `SignatureInvalid` unless `timestamp` (epoch seconds, as signed) is within
+    `max_age` seconds of `now`, either way (clocks drift a little both ways)."""
+    try:
+        signed_at = float(str(timestamp).strip())
+    except ValueError:
+        raise SignatureInvalid(f"{provider} signature timestamp is not a number") from None
+    if not math.isfinite(signed_at):
+        raise SignatureInvalid(f"{provider} signature timestamp is not a number")
+    age = now - signed_at
+    if age > max_age:
+        raise SignatureInvalid(
+            f"{provider} signature is {int(age)} s old; signatures older than {int(max_age)} s"
+            " are refused (replay protection; check the server clock if this is unexpected)"
+        )
+    if -age > max_age:
+        raise SignatureInvalid(
+            f"{provider} signature timestamp is {int(-age)} s in the future; more than"
+            f" {int(max_age)} s is refused (check the server clock)"
+        )
 
 
 @dataclass(frozen=True)

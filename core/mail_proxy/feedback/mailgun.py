@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: BUSL-1.1
 """Mailgun webhooks ("Securing webhooks"): `signature.signature` is the hex HMAC-SHA256 of
-`signature.timestamp` + `signature.token` under the webhook signing key.
+`signature.timestamp` + `signature.token` under the webhook signing key. A signature whose
+timestamp is more than `max_age` seconds from now is refused (`check_fresh`: replay protection,
+as Mailgun's docs advise).
 
 `event-data.event` `failed` (`severity` permanent: hard, temporary: soft) and `complained`
 matter here; `event-data.message.headers.message-id` is the Message-ID sent (without angle
@@ -19,6 +21,7 @@ from mail_proxy.feedback.events import (
     PayloadInvalid,
     SignatureInvalid,
     bare_message_id,
+    check_fresh,
     code_from,
     epoch,
     obj,
@@ -37,7 +40,8 @@ def parse(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def verify(payload: dict[str, Any], signing_key: str) -> None:
+def verify(payload: dict[str, Any], signing_key: str, *, now: float, max_age: float) -> None:
+    """Raise `SignatureInvalid` unless the HMAC matches and its timestamp is fresh."""
     signature = payload.get("signature")
     if not isinstance(signature, dict):
         raise SignatureInvalid("missing Mailgun signature")
@@ -53,6 +57,7 @@ def verify(payload: dict[str, Any], signing_key: str) -> None:
     ).hexdigest()
     if not hmac.compare_digest(expected, str(given).lower()):
         raise SignatureInvalid("Mailgun signature does not match")
+    check_fresh("Mailgun", timestamp, now=now, max_age=max_age)
 
 
 def events(payload: dict[str, Any], now: int) -> list[FeedbackEvent]:

@@ -3,7 +3,8 @@
 
 Headers `X-Twilio-Email-Event-Webhook-Signature` (base64 DER ECDSA signature) and
 `X-Twilio-Email-Event-Webhook-Timestamp`; the signed bytes are timestamp + raw body, SHA-256,
-with the P-256 public key SendGrid shows as base64 DER (SubjectPublicKeyInfo).
+with the P-256 public key SendGrid shows as base64 DER (SubjectPublicKeyInfo). A timestamp
+more than `max_age` seconds from now is refused (`check_fresh`: replay protection).
 
 Body: a JSON array of events. `bounce` (type `bounce`: hard, `blocked`: soft), `dropped` (the
 address is on SendGrid's own lists: hard) and `spamreport` (complaint) matter here; `smtp-id`
@@ -27,6 +28,7 @@ from mail_proxy.feedback.events import (
     PayloadInvalid,
     SignatureInvalid,
     bare_message_id,
+    check_fresh,
     code_from,
     epoch,
     text,
@@ -51,8 +53,11 @@ def load_public_key(value: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify(headers: Mapping[str, str], body: bytes, public_key: str) -> None:
-    """Raise `SignatureInvalid` unless the ECDSA signature over timestamp + body matches."""
+def verify(
+    headers: Mapping[str, str], body: bytes, public_key: str, *, now: float, max_age: float
+) -> None:
+    """Raise `SignatureInvalid` unless the ECDSA signature over timestamp + body matches and
+    the timestamp is fresh."""
     signature = headers.get(SIGNATURE_HEADER)
     timestamp = headers.get(TIMESTAMP_HEADER)
     if not signature or not timestamp:
@@ -63,6 +68,7 @@ def verify(headers: Mapping[str, str], body: bytes, public_key: str) -> None:
         key.verify(raw, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     except (binascii.Error, ValueError, InvalidSignature) as exc:
         raise SignatureInvalid("SendGrid signature does not match") from exc
+    check_fresh("SendGrid", timestamp, now=now, max_age=max_age)
 
 
 def _references(event: Mapping[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from mail_proxy.config import Settings
 from mail_proxy.encryption import decode_key, generate_key
+from mail_proxy.feedback.events import VerificationBusy
 from mail_proxy.inbound.correlation import message_token
 from mail_proxy_api.sns import SnsCalls
 from mail_proxy_cli.services import QuietServer
@@ -56,6 +57,8 @@ class FakeSnsHost:
 
     async def handle(self, request: Request) -> Response:
         self.paths.append(request.url.path)
+        if "missing" in request.url.path:
+            return Response("no such key", status_code=404)
         if request.url.path.endswith(".pem"):
             return Response(self.certificate_pem, media_type="application/x-pem-file")
         return Response("<ConfirmSubscriptionResponse/>", media_type="text/xml")
@@ -99,7 +102,9 @@ async def world(dsn: str, tmp_path: Path) -> AsyncIterator[tuple[Api, FakeSnsHos
         httpx.AsyncClient(verify=context, follow_redirects=False) as http,
     ):
         host.url = f"https://127.0.0.1:{port}"
-        settings = Settings(sns_certificate_host_pattern=r"127\.0\.0\.1")
+        settings = Settings(
+            sns_certificate_host_pattern=r"127\.0\.0\.1", sns_certificate_fetches_per_minute=5
+        )
         async with running_api(
             dsn, settings=settings, key=decode_key(generate_key()), sns=SnsCalls(http)
         ) as api:
@@ -289,6 +294,135 @@ async def test_sendgrid_correlates_through_the_clients_message_id(world: Any) ->
         "/providers/sendgrid/acme", content=changed, headers=signer.headers(body)
     )
     assert r.status_code == 401
+
+
+async def test_sendgrid_and_mailgun_refuse_stale_signatures(world: Any) -> None:
+    """A captured notification replayed after the freshness window (600 s by default) is
+    refused with 401 and records nothing; a fresh one is taken."""
+    api, _, _ = world
+    key = await tenant_with_account(api)
+    signer = SendgridSigner.new()
+    await _configure(api, "sendgrid", {"public_key": signer.public_key})
+    await _configure(api, "mailgun", {"signing_key": "key-mailgun-test"}, token=key)
+    await _sent(api, "inv-1", to=["gone@example.net"], message_id="<c-1@shop.example>")
+    body = json.dumps(sendgrid_events("gone@example.net", message_id="<c-1@shop.example>"))
+    hour_ago = int(time.time()) - 3600
+    for signed_at in (hour_ago, int(time.time()) + 3600):
+        r = await api.client.post(
+            "/providers/sendgrid/acme",
+            content=body,
+            headers=signer.headers(body.encode(), str(signed_at)),
+        )
+        assert r.status_code == 401, r.text
+        assert "SendGrid signature" in r.json()["detail"]
+        stale = mailgun_failed(
+            "gone@example.net",
+            message_id="<c-1@shop.example>",
+            signing_key="key-mailgun-test",
+            signed_at=signed_at,
+        )
+        r = await api.client.post("/providers/mailgun/acme", json=stale)
+        assert r.status_code == 401, r.text
+        assert "Mailgun signature" in r.json()["detail"]
+    assert (
+        "old; signatures older than 600 s are refused"
+        in (
+            await api.client.post(
+                "/providers/mailgun/acme",
+                json=mailgun_failed(
+                    "x@example.net",
+                    message_id="<a@b>",
+                    signing_key="key-mailgun-test",
+                    signed_at=hour_ago,
+                ),
+            )
+        ).json()["detail"]
+    )
+    assert await _suppressed(api) == {}
+    assert [e["event_type"] for e in await _history(api, "inv-1")] == ["queued"]
+    fresh = mailgun_failed(
+        "gone@example.net", message_id="<c-1@shop.example>", signing_key="key-mailgun-test"
+    )
+    r = await api.client.post("/providers/mailgun/acme", json=fresh)
+    assert r.status_code == 200, r.text
+    assert r.json()["correlated"] == 1
+
+
+async def test_forged_sns_floods_cannot_make_the_api_fetch_repeatedly(world: Any) -> None:
+    """Forged notifications naming fresh certificate URLs cost at most the fetch budget (5 a
+    minute here) and then get 503 + Retry-After; a known URL is never fetched twice, a failing
+    one not again for minutes, a topic the tenant did not configure not at all."""
+    api, host, _ = world
+    await tenant_with_account(api)
+    await _configure(api, "ses", {"topic_arns": [TOPIC]})
+    _, our_id = await _sent(api, "inv-1")
+    forger = SnsSigner.new()
+
+    def forged(path: str, topic: str = TOPIC) -> str:
+        notification = sns_notification(
+            ses_bounce("gone@example.net", message_id=our_id), f"{host.url}{path}", topic=topic
+        )
+        return json.dumps(forger.sign(notification))
+
+    for i in range(20):  # a topic that is not the tenant's: refused before any fetch
+        r = await api.client.post(
+            "/providers/ses/acme", content=forged(f"/c{i}.pem", topic="arn:aws:sns:x:1:other")
+        )
+        assert r.status_code == 401
+    assert host.paths == []
+    statuses = []
+    for i in range(20):
+        r = await api.client.post("/providers/ses/acme", content=forged(f"/flood-{i}.pem"))
+        statuses.append(r.status_code)
+        if r.status_code == 503:
+            assert 1 <= int(r.headers["Retry-After"]) <= 60
+            assert "too many SNS signing-certificate fetches" in r.json()["detail"]
+    assert statuses == [401] * 5 + [503] * 15
+    assert len(host.paths) == 5
+    for _ in range(10):  # already fetched: verified against the cached PEM, refused, no fetch
+        r = await api.client.post("/providers/ses/acme", content=forged("/flood-0.pem"))
+        assert r.status_code == 401
+    assert len(host.paths) == 5
+    assert await _suppressed(api) == {}
+
+
+async def test_sns_certificates_are_fetched_once_per_url(tmp_path: Path) -> None:
+    """Directly against a real HTTPS host: concurrent requests share one fetch, a failed URL
+    is paused, and the per-minute budget refills (clock is ours to move)."""
+    ca = trustme.CA()
+    host = FakeSnsHost(SnsSigner.new().certificate_pem)
+    starlette = Starlette(routes=[Route("/{path:path}", host.handle, methods=["GET"])])
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    now = [1000.0]
+    async with (
+        https_server(starlette, ca, tmp_path) as port,
+        httpx.AsyncClient(verify=context, follow_redirects=False) as http,
+    ):
+        sns = SnsCalls(http, max_cached=2, clock=lambda: now[0])
+        base = f"https://127.0.0.1:{port}"
+        pattern = r"127\.0\.0\.1"
+        pems = await asyncio.gather(
+            *(sns.certificate(f"{base}/a.pem", pattern, fetches_per_minute=3) for _ in range(10))
+        )
+        assert set(pems) == {host.certificate_pem}
+        assert host.paths == ["/a.pem"]
+        for _ in range(3):
+            with pytest.raises(VerificationBusy) as busy:
+                await sns.certificate(f"{base}/missing.pem", pattern, fetches_per_minute=3)
+        assert busy.value.retry_after == 300
+        assert host.paths == ["/a.pem", "/missing.pem"]  # paused after the first failure
+        await sns.certificate(f"{base}/b.pem", pattern, fetches_per_minute=3)
+        with pytest.raises(VerificationBusy, match="too many"):
+            await sns.certificate(f"{base}/c.pem", pattern, fetches_per_minute=3)
+        now[0] += 61  # the window moved on: one more fetch allowed
+        await sns.certificate(f"{base}/c.pem", pattern, fetches_per_minute=3)
+        # Bounded: /a.pem (least recently used) was evicted by /b and /c.
+        await sns.certificate(f"{base}/a.pem", pattern, fetches_per_minute=3)
+        assert host.paths.count("/a.pem") == 2
+        now[0] += 86_401  # cached certificates expire after a day
+        await sns.certificate(f"{base}/a.pem", pattern, fetches_per_minute=3)
+        assert host.paths.count("/a.pem") == 3
 
 
 async def test_mailgun_and_postmark(world: Any) -> None:

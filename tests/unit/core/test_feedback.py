@@ -3,7 +3,10 @@ forgeries and odd shapes refused."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 
 import pytest
 
@@ -128,7 +131,8 @@ def test_sendgrid_signed_events() -> None:
     signer = SendgridSigner.new()
     body = json.dumps(sendgrid_events("gone@example.net", message_id=MID, mp="x")).encode()
     headers = {k.lower(): v for k, v in signer.headers(body).items()}
-    sendgrid.verify(headers, body, signer.public_key)
+    now = time.time()
+    sendgrid.verify(headers, body, signer.public_key, now=now, max_age=600)
     [event] = sendgrid.events(body, now=0)  # `delivered` is not feedback
     assert (event.kind, event.bounce_type, event.recipient, event.code) == (
         "bounce",
@@ -139,11 +143,11 @@ def test_sendgrid_signed_events() -> None:
     assert event.message_ids == [MID]
     assert "x" in event.references
     with pytest.raises(SignatureInvalid):
-        sendgrid.verify(headers, body + b" ", signer.public_key)
+        sendgrid.verify(headers, body + b" ", signer.public_key, now=now, max_age=600)
     with pytest.raises(SignatureInvalid):
-        sendgrid.verify(headers, body, SendgridSigner.new().public_key)
+        sendgrid.verify(headers, body, SendgridSigner.new().public_key, now=now, max_age=600)
     with pytest.raises(SignatureInvalid):
-        sendgrid.verify({}, body, signer.public_key)
+        sendgrid.verify({}, body, signer.public_key, now=now, max_age=600)
     with pytest.raises(PayloadInvalid):
         sendgrid.events(b'{"event": "bounce"}', 0)
     blocked = [
@@ -158,14 +162,16 @@ def test_sendgrid_signed_events() -> None:
 
 def test_mailgun_hmac() -> None:
     payload = mailgun_failed("gone@example.net", message_id=MID, signing_key="key-123456")
-    mailgun.verify(payload, "key-123456")
+    mailgun.verify(payload, "key-123456", now=time.time(), max_age=600)
     [event] = mailgun.events(payload, 0)
     assert (event.kind, event.bounce_type, event.code) == ("bounce", "hard", "511")
     assert event.message_ids == [MID]
     with pytest.raises(SignatureInvalid):
-        mailgun.verify(payload, "another-key")
+        mailgun.verify(payload, "another-key", now=time.time(), max_age=600)
     with pytest.raises(SignatureInvalid):
-        mailgun.verify({"event-data": payload["event-data"]}, "key-123456")
+        mailgun.verify(
+            {"event-data": payload["event-data"]}, "key-123456", now=time.time(), max_age=600
+        )
     soft = mailgun_failed("a@example.net", message_id=MID, signing_key="k", severity="temporary")
     assert mailgun.events(soft, 0)[0].bounce_type == "soft"
     complained = mailgun_failed(
@@ -208,6 +214,45 @@ def test_postmark_credentials_and_records() -> None:
     assert postmark.events(spam, 0)[0].kind == "complaint"
     with pytest.raises(PayloadInvalid):
         postmark.events(b"nope", 0)
+
+
+def test_sendgrid_and_mailgun_refuse_stale_or_future_signatures() -> None:
+    """Replay protection: a signature whose timestamp is outside the window is refused even
+    though it matches; at the window's edge it is still taken."""
+    signer = SendgridSigner.new()
+    body = json.dumps(sendgrid_events("gone@example.net", message_id=MID)).encode()
+    now = 1_800_000_000
+    for signed_at, ok in (
+        (now, True),
+        (now - 600, True),
+        (now - 601, False),
+        (now + 600, True),
+        (now + 601, False),
+        (now - 86_400, False),
+    ):
+        headers = {k.lower(): v for k, v in signer.headers(body, str(signed_at)).items()}
+        payload = mailgun_failed(
+            "a@example.net", message_id=MID, signing_key="k", signed_at=signed_at
+        )
+        if ok:
+            sendgrid.verify(headers, body, signer.public_key, now=now, max_age=600)
+            mailgun.verify(payload, "k", now=now, max_age=600)
+            continue
+        with pytest.raises(SignatureInvalid, match=r"old|future"):
+            sendgrid.verify(headers, body, signer.public_key, now=now, max_age=600)
+        with pytest.raises(SignatureInvalid, match=r"old|future"):
+            mailgun.verify(payload, "k", now=now, max_age=600)
+    # A signed timestamp that is not a number is refused, however it is signed.
+    for junk in ("soon", "nan", "1e400", ""):
+        headers = {k.lower(): v for k, v in signer.headers(body, junk or " ").items()}
+        with pytest.raises(SignatureInvalid):
+            sendgrid.verify(headers, body, signer.public_key, now=now, max_age=600)
+        payload = mailgun_failed("a@example.net", message_id=MID, signing_key="k")
+        payload["signature"]["timestamp"] = junk
+        sig = hmac.new(b"k", f"{junk}{payload['signature']['token']}".encode(), hashlib.sha256)
+        payload["signature"]["signature"] = sig.hexdigest()
+        with pytest.raises(SignatureInvalid):
+            mailgun.verify(payload, "k", now=now, max_age=600)
 
 
 def test_absurd_provider_timestamps_fall_back_to_now() -> None:
