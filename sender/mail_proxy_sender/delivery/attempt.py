@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 _HELD = TemporaryFailure("account held")
 # Returned when the job went back to its lane to wait for a connection already open.
 _REQUEUED = TemporaryFailure("requeued")
+# New sessions per attempt beyond `smtp_reconnect_attempts`, each after a session ended at a
+# recipient not suspected before (it is named last, alone, from then on): so a few recipients
+# that end sessions cannot use up the reconnects the others need.
+_MAX_ISOLATING = 5
 
 
 async def _nothing_failed(job: Job, failure: AccountFailure) -> None:
@@ -183,6 +187,7 @@ class Deliverer:
         `smtp_reconnect_attempts` times). Returns the connection worth keeping, and a failure
         when it belongs to the whole message (nobody settled: reported as before)."""
         reconnects = 0
+        isolating = 0  # new sessions that each found one more recipient ending them
         while True:
             try:
                 conn = await self._session(job, target, conn)
@@ -208,6 +213,7 @@ class Deliverer:
                 if not tally.to_send():
                     return conn, None
             started = time.perf_counter()
+            known = len(tally.suspects)
             ended = await self._loop.run(conn, wire, tally, job.message.account_pk)
             if ended is None:
                 self._metrics.smtp_latency.labels(job.account["id"]).observe(
@@ -217,10 +223,14 @@ class Deliverer:
             if not conn.usable(target) or isinstance(ended, SessionEnded):
                 await conn.close()
                 conn = None
-            if isinstance(ended, SessionEnded) and reconnects < self._options.reconnect_attempts:
-                reconnects += 1  # not the message's fault: carry on with a new session
-                continue
-            if not tally.fates and not job.message.recipients:
+            if isinstance(ended, SessionEnded):
+                if len(tally.suspects) > known and isolating < _MAX_ISOLATING:
+                    isolating += 1  # it ended at a recipient not suspected yet: set it aside
+                    continue
+                if reconnects < self._options.reconnect_attempts:
+                    reconnects += 1  # not the message's fault: carry on with a new session
+                    continue
+            if not tally.fates and not job.message.recipients and not tally.suspects:
                 return conn, ended  # nobody settled: the message's failure, as before
             if isinstance(ended, Throttled):
                 await self._on_throttled(job)

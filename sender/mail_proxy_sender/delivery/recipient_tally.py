@@ -35,6 +35,10 @@ from mail_proxy_sender.delivery.rcpt_answers import RcptOutcome, rcpt_outcome
 from mail_proxy_sender.delivery.retry import RetryPolicy
 from mail_proxy_sender.delivery.smtp_client import Answer
 
+# The reason prefix of a recipient deferred because a session ended at its RCPT: the next
+# attempt names it after the others again.
+SUSPECT = "the session ended at this recipient"
+
 
 @dataclass(frozen=True)
 class Fate:
@@ -54,12 +58,17 @@ class RecipientTally:
         `status`, `code`, `reason`); `submitted`: normalised address -> as the app wrote it."""
         self.recipients = list(recipients)
         self._submitted = dict(submitted or {})
-        # Recipients whose RCPT a session ended at: named last, alone (module doc).
-        self.suspects: set[str] = set()
         self._too_many: dict[str, Answer] = {}
         self._previous: dict[str, Fate] = {
             str(row["address"]): Fate(row["status"], row.get("code"), row.get("reason"))
             for row in previous or ()
+        }
+        # Recipients whose RCPT a session ended at (now, or in an earlier attempt, as their
+        # stored reason says): named last, alone, each as often as the others (module doc).
+        self.suspects: dict[str, int] = {
+            a: 0
+            for a, f in self._previous.items()
+            if f.status == DEFERRED and (f.reason or "").startswith(SUSPECT)
         }
         self.fates: dict[str, Fate] = {}
         self._named: set[str] = set()  # named in an SMTP transaction during this attempt
@@ -77,7 +86,12 @@ class RecipientTally:
         """The recipients to name in the next transaction: every unsettled one but the
         suspects, else one suspect alone."""
         pending = self.to_send()
-        return [r for r in pending if r not in self.suspects] or pending[:1]
+        others = [r for r in pending if r not in self.suspects]
+        return others or sorted(pending, key=lambda r: self.suspects[r])[:1]
+
+    def suspect(self, address: str) -> None:
+        """A session ended at `address`'s RCPT."""
+        self.suspects[address] = self.suspects.get(address, 0) + 1
 
     def refuse(self, address: str, reason: str, code: int | None = None) -> None:
         self.fates[address] = Fate(REFUSED, code, reason)
@@ -86,9 +100,8 @@ class RecipientTally:
         """No answer for these recipients: the session ended or could not open. Deferred
         with the session's reason and no code (the server said nothing about them)."""
         for address in addresses:
-            self.fates[address] = Fate(
-                DEFERRED, None, f"no answer for this recipient: {failure.described}"
-            )
+            why = SUSPECT if address in self.suspects else "no answer for this recipient"
+            self.fates[address] = Fate(DEFERRED, None, f"{why}: {failure.described}")
 
     def defer_too_many(self, addresses: Iterable[str]) -> None:
         """Recipients a fresh session still left out for its recipient limit: retried with

@@ -53,7 +53,7 @@ async def test_a_recipient_ending_the_session_does_not_keep_the_others_from_the_
     bad = rows["bad@example.org"]
     assert bad["code"] is None
     assert bad["next_attempt_ts"] is None
-    assert bad["reason"].startswith("Max retries (1) exceeded: no answer for this recipient")
+    assert bad["reason"].startswith("Max retries (1) exceeded: the session ended at this recipient")
     deferred, sent = await _items(world)
     assert [r["address"] for r in deferred["recipients"]] == TO
     assert {r["status"] for r in sent["recipients"]} == {"accepted", "deferred"}
@@ -61,6 +61,32 @@ async def test_a_recipient_ending_the_session_does_not_keep_the_others_from_the_
         {"address": "bad@example.org", "status": "deferred", "code": None, "reason": bad["reason"]}
     ]
     assert "refused" not in sent
+
+
+async def test_several_recipients_ending_sessions_cannot_use_up_the_others_reconnects(
+    world: World,
+) -> None:
+    bad = ["x1@example.org", "x2@example.org", "x3@example.org"]
+    sink = SmtpSink(
+        rcpt_hangups={bad[0]: "421 4.3.2 Bye", bad[1]: None, bad[2]: "421 4.4.2 Timeout"}
+    )
+    to = [bad[0], "a@example.org", bad[1], "b@example.org", bad[2]]
+    async with smtp_server(sink) as port:
+        await _setup(world, port)
+        await world.enqueue("acme", "smtp1", {"id": "m1", "to": to})
+        async with running_sender(world, **RETRY_FAST):
+            await eventually(lambda: _is(world, "deferred"), timeout=30)
+            assert [r.rcpt_tos for r in sink.received] == [["a@example.org", "b@example.org"]]
+            # The next attempt names each of them alone again: still nobody else named twice.
+            await eventually(lambda: _seen(sink, bad[2], 2), timeout=30)
+    assert [r.rcpt_tos for r in sink.received] == [["a@example.org", "b@example.org"]]
+    rows = await _rows(world)
+    assert {a: r["status"] for a, r in rows.items() if a in bad} == dict.fromkeys(bad, "deferred")
+    assert all(rows[a]["code"] is None for a in bad)
+
+
+async def _seen(sink: SmtpSink, address: str, times: int) -> bool:
+    return sink.rcpts_seen.count(address) >= times
 
 
 async def test_a_session_ending_at_data_defers_nobody_in_particular(world: World) -> None:
