@@ -229,6 +229,7 @@ async def test_each_report_item_becomes_anymail_events(
             "bounce_reason": "550 5.1.1 User unknown",
         },
         {"id": "m4", "pec_event": "pec_delivery", "pec_ts": 50},
+        {"id": "m5", "pec_event": "pec_delivery_warning", "pec_ts": 60},
     ]
     with override_settings(ANYMAIL={"WEBHOOK_SECRET": f"{WEBHOOK_USER}:{WEBHOOK_PASSWORD}"}):
         async with httpx.AsyncClient(timeout=10) as http:
@@ -246,6 +247,7 @@ async def test_each_report_item_becomes_anymail_events(
         ("m2", "failed", None),
         ("m3", "bounced", None),
         ("m4", "delivered", None),
+        ("m5", "deferred", None),
     ]
     assert tracked[4].mta_response == "511 550 5.1.1 User unknown"
     assert len({e.event_id for e in tracked}) == len(tracked)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def imap() -> Iterator[Dovecot]:
-    with dovecot_server(["pec"]) as server:
+    with dovecot_server(["pec", "pec2"]) as server:
         yield server
 
 
@@ -119,3 +119,96 @@ async def test_the_full_receipt_set_and_both_timeouts(world: World, imap: Doveco
     # An error or the acceptance timeout turns the message into ordinary mail.
     assert states == {"p1": True, "p2": False, "p3": False, "p4": True, "p5": False, "p6": True}
     assert await world.fetchval("SELECT imap_last_uid FROM accounts WHERE id = 'pec1'") == 8
+
+
+async def test_the_rules_other_receipts(world: World, imap: Dovecot) -> None:
+    """The rest of the PEC rules' receipt kinds, through a real mailbox: the 12-hour
+    `preavviso-errore-consegna` is a warning (the message stays PEC and a later delivery
+    receipt still counts), `rilevazione-virus` and the rules' own subjects are errors, a
+    receipt known only by its daticert.xml is read, and certified mail *to* the mailbox is not
+    a receipt."""
+    sink = SmtpSink()
+    receiver = HttpApp({SYNC: answering()})
+    ids = ["q1", "q2", "q3", "q4"]
+    async with smtp_server(sink) as port, http_server(receiver) as app:
+        await world.tenant("acme", client_base_url=app.url)
+        await world.account(
+            "acme",
+            "pec2",
+            port,
+            username="sender@pec.example.it",
+            is_pec_account=True,
+            imap_host=imap.host,
+            imap_port=imap.port,
+            imap_user="pec2",
+            imap_password=world.box.encrypt(PASSWORD),
+            imap_ssl=False,
+        )
+        await world.enqueue(
+            "acme", "pec2", *({"id": i, "to": [f"{i}@pec.example.it"]} for i in ids)
+        )
+        settings = {
+            **INBOUND_FAST,
+            "pec_poll_interval_seconds": 1.0,
+            "pec_acceptance_timeout_seconds": 3600,
+            "pec_delivery_timeout_seconds": 7200,
+        }
+        async with running_sender(world, **settings):
+
+            async def sent() -> bool:
+                states = await world.states("acme")
+                return all(states.get(i) == "sent" for i in ids)
+
+            await eventually(sent)
+            ref = {i: _message_id(sink, i) for i in ids}
+            for raw in (
+                pec.receipt("accettazione", reference=ref["q1"]),
+                pec.receipt(
+                    "preavviso-errore-consegna",
+                    reference=ref["q1"],
+                    recipient="q1@pec.example.it",
+                ),
+                pec.receipt("avvenuta-consegna", reference=ref["q1"]),
+                pec.receipt("rilevazione-virus", reference=ref["q2"]),
+                pec.receipt(None, subject="AVVISO DI MANCATA CONSEGNA: x", reference=ref["q3"]),
+                pec.receipt_with_daticert(
+                    "errore-consegna", reference=ref["q4"], errore_esteso="5.1.1 inesistente"
+                ),
+                pec.certified_mail(reference=ref["q4"]),
+            ):
+                imap.append("pec2", raw)
+
+            async def all_reported() -> bool:
+                return len([i for i in items(app) if "pec_event" in i]) >= 6
+
+            await eventually(all_reported, timeout=60)
+
+    got = sorted(
+        (i["id"], i["pec_event"], i.get("pec_details")) for i in items(app) if "pec_event" in i
+    )
+    assert got == sorted(
+        [
+            ("q1", "pec_acceptance", "PEC accettazione"),
+            ("q1", "pec_delivery_warning", "PEC preavviso_mancata_consegna"),
+            ("q1", "pec_delivery", "PEC consegna"),
+            ("q2", "pec_error", "PEC rilevazione_virus"),
+            ("q3", "pec_error", "PEC mancata_consegna"),
+            ("q4", "pec_error", "PEC mancata_consegna"),
+        ]
+    )
+    states = {
+        r["id"]: r["is_pec"]
+        for r in await world.pool.fetch("SELECT id, is_pec FROM messages ORDER BY id")
+    }
+    assert states == {"q1": True, "q2": False, "q3": False, "q4": False}
+    reason = await world.fetchval(
+        "SELECT metadata->>'error_reason' FROM message_events WHERE message_id = 'q4'"
+        " AND event_type = 'pec_error'"
+    )
+    assert reason == "5.1.1 inesistente"
+    warning = await world.fetchval(
+        "SELECT metadata->>'error_reason' FROM message_events WHERE message_id = 'q1'"
+        " AND event_type = 'pec_delivery_warning'"
+    )
+    assert warning == "delivery not yet confirmed within the maximum time"
+    assert await world.fetchval("SELECT imap_last_uid FROM accounts WHERE id = 'pec2'") == 7

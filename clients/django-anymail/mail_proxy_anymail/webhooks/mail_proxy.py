@@ -38,6 +38,7 @@ _PEC = {
     "pec_delivery": EventType.DELIVERED,
     "pec_error": EventType.FAILED,
     "pec_timeout": EventType.FAILED,
+    "pec_delivery_warning": EventType.DEFERRED,
 }
 _REFUSALS = ("recipient suppressed", "invalid address")
 
