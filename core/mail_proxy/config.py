@@ -210,8 +210,8 @@ class Settings(BaseSettings):
     # Which install this operator is: it handles only resources labelled
     # `mailproxy.genropy.org/instance: <this>` (empty: only resources without that label).
     operator_instance: str = ""
-    # The namespace a MailProxyInstance is taken from (one per install); empty: POD_NAMESPACE
-    # when set, else any watched namespace.
+    # The only namespace a MailProxyInstance is taken from (one per install); empty: the
+    # operator's own (POD_NAMESPACE, else the first watched one, else default), never "any".
     operator_instance_namespace: str = ""
     # Leader election over a coordination.k8s.io Lease, so several replicas can run; the Lease
     # lives in this namespace (empty: POD_NAMESPACE, else the first watched one, else default).

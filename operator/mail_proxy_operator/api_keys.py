@@ -5,6 +5,9 @@ The Secret is the source of truth: when it holds a key, the stored hash follows 
 generated when the Secret is missing (deleted to rotate) or when the Tenant's
 `mailproxy.genropy.org/rotate-api-key` annotation differs from the value recorded on the Secret;
 key and recorded value are written in one Secret update, so a crash never rotates twice.
+
+The Secret carries the install's `mailproxy.genropy.org/instance` label (none for the unlabelled
+install): another install sharing the cluster never takes it over, deletes it, or reacts to it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from mail_proxy_operator.secrets import (
     encode_value,
     kube_failure,
 )
-from mail_proxy_operator.specs import GROUP
+from mail_proxy_operator.specs import GROUP, INSTANCE_LABEL
 
 KEY_FIELD = "api-key"
 TENANT_ID_FIELD = "tenant-id"
@@ -41,23 +44,37 @@ class ApiKey:
     rotated: bool
 
 
-def _owned_by(secret: V1Secret, tenant: ResourceRef) -> bool:
+def _owned_by(secret: V1Secret, tenant: ResourceRef, instance: str) -> bool:
     labels = secret.metadata.labels or {}
-    return labels.get(WATCH_LABEL) == ROLE_API_KEY and labels.get(TENANT_LABEL) == tenant.name
+    if labels.get(WATCH_LABEL) != ROLE_API_KEY or labels.get(TENANT_LABEL) != tenant.name:
+        return False
+    if INSTANCE_LABEL in labels:
+        return labels[INSTANCE_LABEL] == instance
+    # Written before Secrets carried the instance label: ours only while this Tenant owns it.
+    return not instance or any(o.uid == tenant.uid for o in secret.metadata.owner_references or [])
 
 
 def _body(
-    tenant: ResourceRef, name: str, tenant_id: str, key: str, rotation: str, version: str | None
+    tenant: ResourceRef,
+    instance: str,
+    name: str,
+    tenant_id: str,
+    key: str,
+    rotation: str,
+    version: str | None,
 ) -> V1Secret:
     owner = tenant.owner_reference()
+    labels = {
+        WATCH_LABEL: ROLE_API_KEY,
+        TENANT_LABEL: tenant.name,
+        "app.kubernetes.io/managed-by": "mail-proxy-operator",
+    }
+    if instance:
+        labels[INSTANCE_LABEL] = instance
     metadata = V1ObjectMeta(
         name=name,
         namespace=tenant.namespace,
-        labels={
-            WATCH_LABEL: ROLE_API_KEY,
-            TENANT_LABEL: tenant.name,
-            "app.kubernetes.io/managed-by": "mail-proxy-operator",
-        },
+        labels=labels,
         annotations={ROTATE_ANNOTATION: rotation},
         owner_references=[
             V1OwnerReference(
@@ -80,7 +97,13 @@ def _body(
 
 
 async def ensure_api_key(
-    kube: KubeApi, *, tenant: ResourceRef, secret_name: str, tenant_id: str, rotation: str
+    kube: KubeApi,
+    *,
+    tenant: ResourceRef,
+    instance: str,
+    secret_name: str,
+    tenant_id: str,
+    rotation: str,
 ) -> ApiKey:
     """The tenant's current key, generating (and writing) a new one when needed."""
     for _ in range(3):  # a concurrent writer makes us read again
@@ -88,7 +111,7 @@ async def ensure_api_key(
             secret = await kube.get_secret(tenant.namespace, secret_name)
         except KubeApiError as exc:
             raise kube_failure(exc) from exc
-        if secret is not None and not _owned_by(secret, tenant):
+        if secret is not None and not _owned_by(secret, tenant, instance):
             raise OwnedElsewhere(
                 f"Secret '{secret_name}' exists and does not belong to Tenant "
                 f"'{tenant.name}'; delete it or set spec.apiKeySecretName"
@@ -102,13 +125,15 @@ async def ensure_api_key(
             if key and recorded == rotation:
                 # Adopted (the Tenant was re-created after a Retain): keep the key, own it again.
                 try:
-                    await _write(kube, tenant, secret_name, tenant_id, key, rotation, secret)
+                    await _write(
+                        kube, tenant, instance, secret_name, tenant_id, key, rotation, secret
+                    )
                 except KubeConflict:
                     continue
                 return ApiKey(secret_name, key, rotated=False)
         key = new_token()
         try:
-            await _write(kube, tenant, secret_name, tenant_id, key, rotation, secret)
+            await _write(kube, tenant, instance, secret_name, tenant_id, key, rotation, secret)
         except KubeConflict:
             continue
         return ApiKey(secret_name, key, rotated=True)
@@ -120,6 +145,7 @@ async def ensure_api_key(
 async def _write(
     kube: KubeApi,
     tenant: ResourceRef,
+    instance: str,
     name: str,
     tenant_id: str,
     key: str,
@@ -129,12 +155,14 @@ async def _write(
     try:
         if current is None:
             await kube.create_secret(
-                tenant.namespace, _body(tenant, name, tenant_id, key, rotation, None)
+                tenant.namespace, _body(tenant, instance, name, tenant_id, key, rotation, None)
             )
         else:
             version = current.metadata.resource_version
             await kube.replace_secret(
-                tenant.namespace, name, _body(tenant, name, tenant_id, key, rotation, version)
+                tenant.namespace,
+                name,
+                _body(tenant, instance, name, tenant_id, key, rotation, version),
             )
     except KubeConflict:
         raise
@@ -142,21 +170,25 @@ async def _write(
         raise kube_failure(exc) from exc
 
 
-async def delete_api_key(kube: KubeApi, *, tenant: ResourceRef, secret_name: str) -> None:
+async def delete_api_key(
+    kube: KubeApi, *, tenant: ResourceRef, instance: str, secret_name: str
+) -> None:
     """Delete the tenant's key Secret (deletionPolicy Delete), if it is still ours."""
     try:
         secret = await kube.get_secret(tenant.namespace, secret_name)
-        if secret is not None and _owned_by(secret, tenant):
+        if secret is not None and _owned_by(secret, tenant, instance):
             await kube.delete_secret(tenant.namespace, secret_name)
     except KubeApiError as exc:
         raise kube_failure(exc) from exc
 
 
-async def release_api_key(kube: KubeApi, *, tenant: ResourceRef, secret_name: str) -> None:
+async def release_api_key(
+    kube: KubeApi, *, tenant: ResourceRef, instance: str, secret_name: str
+) -> None:
     """Drop the owner reference (deletionPolicy Retain) so garbage collection keeps the key."""
     try:
         secret = await kube.get_secret(tenant.namespace, secret_name)
-        if secret is None or not _owned_by(secret, tenant):
+        if secret is None or not _owned_by(secret, tenant, instance):
             return
         owners = [
             {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid}

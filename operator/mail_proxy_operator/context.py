@@ -68,8 +68,10 @@ class OperatorContext:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     # How long a tenant's previous API key stays valid after the operator rotates it.
     api_key_grace_seconds: float = 3600.0
-    # The only namespace a MailProxyInstance is taken from (empty: any watched namespace).
-    instance_namespace: str = ""
+    # This install's name (`mailproxy.genropy.org/instance`; empty: the unlabelled install).
+    instance: str = ""
+    # The only namespace a MailProxyInstance is taken from (runner.instance_namespace).
+    instance_namespace: str = "default"
     # The reason last announced per resource being deleted (no status to remember it by).
     announced: dict[str, str] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

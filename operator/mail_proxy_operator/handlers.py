@@ -38,7 +38,7 @@ from mail_proxy_operator.errors import (
 from mail_proxy_operator.events import post_event
 from mail_proxy_operator.kube_api import KubeApiError
 from mail_proxy_operator.secrets import ROLE_API_KEY, WATCH_LABEL
-from mail_proxy_operator.specs import GROUP, KINDS, VERSION
+from mail_proxy_operator.specs import GROUP, INSTANCE_LABEL, KINDS, VERSION
 from mail_proxy_operator.status import (
     PAUSED,
     failed_status,
@@ -50,7 +50,6 @@ from mail_proxy_operator.status import (
 # What kopf hands to handlers as `logger`.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 INDEX_IDS = {kind: f"{plural}_by_secret" for kind, (plural, _) in KINDS.items()}
-INSTANCE_LABEL = f"{GROUP}/instance"
 MANAGED_ANNOTATION = f"{GROUP}/managed"
 # Failures that say nothing about the resource itself: they never hide a specific reason.
 _OUTAGES = (DatabaseUnavailable, KubernetesUnavailable)
@@ -269,8 +268,11 @@ async def secret_changed(
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     labels = meta.get("labels") or {}
+    ctx = _ctx(memo)
     targets: set[tuple[str, str]] = set()
     if labels.get(WATCH_LABEL) == ROLE_API_KEY:
+        if labels.get(INSTANCE_LABEL, "") != ctx.instance:
+            return  # another install's API key: never nudge (or even look at) its Tenants
         if tenant := labels.get(TENANT_LABEL):
             targets.add(("Tenant", tenant))
     for index_id in INDEX_IDS.values():
@@ -280,7 +282,7 @@ async def secret_changed(
     for kind, resource in sorted(targets):
         try:
             await reconcile.request_reconcile(
-                _ctx(memo), kind=kind, namespace=namespace, name=resource, token=token
+                ctx, kind=kind, namespace=namespace, name=resource, token=token
             )
         except ReconcileError as exc:
             logger.warning("cannot re-trigger %s %s/%s: %s", kind, namespace, resource, exc)

@@ -200,7 +200,12 @@ async def _tenant(
     await _db(ctx.pool, write_row)
     secret_name = spec.api_key_secret(ref.name)
     key = await api_keys.ensure_api_key(
-        ctx.kube, tenant=ref, secret_name=secret_name, tenant_id=tenant_id, rotation=rotation
+        ctx.kube,
+        tenant=ref,
+        instance=ctx.instance,
+        secret_name=secret_name,
+        tenant_id=tenant_id,
+        rotation=rotation,
     )
     if key.rotated:
         changed.append(f"API key generated into Secret '{secret_name}'")
@@ -336,7 +341,7 @@ def _config_equal(box: SecretBox, stored: Mapping[str, Any], wanted: Mapping[str
 
 
 async def _instance(ctx: OperatorContext, ref: ResourceRef, spec: MailProxyInstanceSpec) -> Outcome:
-    if ctx.instance_namespace and ref.namespace != ctx.instance_namespace:
+    if ref.namespace != ctx.instance_namespace:
         raise WrongNamespace(
             f"this install takes its MailProxyInstance from namespace "
             f"'{ctx.instance_namespace}' only (one per install)"
@@ -445,9 +450,13 @@ async def remove(ctx: OperatorContext, ref: ResourceRef, spec: Mapping[str, Any]
     if ref.kind == "Tenant":
         secret_name = raw.get("apiKeySecretName") or f"{ref.name}-api-key"
         if retain:
-            await api_keys.release_api_key(ctx.kube, tenant=ref, secret_name=secret_name)
+            await api_keys.release_api_key(
+                ctx.kube, tenant=ref, instance=ctx.instance, secret_name=secret_name
+            )
         else:
-            await api_keys.delete_api_key(ctx.kube, tenant=ref, secret_name=secret_name)
+            await api_keys.delete_api_key(
+                ctx.kube, tenant=ref, instance=ctx.instance, secret_name=secret_name
+            )
     if ref.kind == "MailProxyInstance" and not retain:
         return "instance settings reset to their defaults" if count else "nothing to reset"
     if kept_for:

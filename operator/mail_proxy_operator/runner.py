@@ -191,12 +191,23 @@ async def start_health_server(host: str, port: int, metrics: OperatorMetrics) ->
     return runner
 
 
-def _lease_namespace(settings: Settings) -> str:
-    if settings.operator_lease_namespace:
-        return settings.operator_lease_namespace
+def home_namespace(settings: Settings) -> str:
+    """The operator's own namespace: POD_NAMESPACE (the chart sets it), else the first watched
+    namespace, else `default`. Never empty, so nothing falls back to "any namespace"."""
     if pod_namespace := os.environ.get("POD_NAMESPACE"):
         return pod_namespace
     return settings.operator_namespaces[0] if settings.operator_namespaces else "default"
+
+
+def instance_namespace(settings: Settings) -> str:
+    """The one namespace a MailProxyInstance is taken from: GMP_OPERATOR_INSTANCE_NAMESPACE,
+    else the operator's own. Anywhere else it stays Ready=False (`WrongNamespace`), so a team
+    that may only create resources in a watched namespace cannot take the install's settings."""
+    return settings.operator_instance_namespace or home_namespace(settings)
+
+
+def _lease_namespace(settings: Settings) -> str:
+    return settings.operator_lease_namespace or home_namespace(settings)
 
 
 def _key_secret(settings: Settings) -> tuple[str, str] | None:
@@ -204,7 +215,7 @@ def _key_secret(settings: Settings) -> tuple[str, str] | None:
     if not ref:
         return None
     namespace, _, name = ref.rpartition("/")
-    return (namespace or os.environ.get("POD_NAMESPACE") or _lease_namespace(settings), name)
+    return (namespace or home_namespace(settings), name)
 
 
 async def _release_lease(kube: KubeApi, name: str, namespace: str, identity: str) -> None:
@@ -327,8 +338,8 @@ async def run_operator(*, settings: Settings, dsn: str, box: SecretBox) -> None:
             kube=kube,
             metrics=metrics,
             api_key_grace_seconds=settings.operator_api_key_grace_seconds,
-            instance_namespace=settings.operator_instance_namespace
-            or os.environ.get("POD_NAMESPACE", ""),
+            instance=settings.operator_instance,
+            instance_namespace=instance_namespace(settings),
         )
         keys_changed = asyncio.Event()
         if key_secret is not None:

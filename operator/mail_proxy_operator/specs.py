@@ -17,6 +17,8 @@ from pydantic.alias_generators import to_camel
 GROUP = "mailproxy.genropy.org"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Which install a resource (and an API-key Secret the operator writes) belongs to.
+INSTANCE_LABEL = f"{GROUP}/instance"
 TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 DeletionPolicy = Literal["Delete", "Retain"]

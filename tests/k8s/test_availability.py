@@ -230,3 +230,84 @@ async def test_two_installs_share_one_api_server(
         await green.stop()
         for pool in pools:
             await pool.close()
+
+
+def _nudge(tenant: dict[str, object] | None) -> str | None:
+    """The reconcile request an operator last wrote on a resource (a Secret change nudges it)."""
+    assert tenant is not None
+    annotations = tenant["metadata"].get("annotations") or {}  # type: ignore[attr-defined]
+    value: str | None = annotations.get("mailproxy.genropy.org/reconcile-request")
+    return value
+
+
+async def test_an_install_ignores_the_api_key_secrets_of_another(
+    kube: Kube, dsn: str, second_dsn: str, tmp_path: Path
+) -> None:
+    """API-key Secrets carry their install's label: another install in the same namespace never
+    reacts to their changes, and never takes over a retained one (issue 16, item 3)."""
+    blue = operator_process(
+        kube, dsn, tmp_path / "blue.log", key_text=generate_key(), GMP_OPERATOR_INSTANCE="blue"
+    )
+    green = operator_process(
+        kube,
+        second_dsn,
+        tmp_path / "green.log",
+        key_text=generate_key(),
+        GMP_OPERATOR_INSTANCE="green",
+    )
+    try:
+        await blue.start()
+        await green.start()
+        for name, instance, policy in (("kept", "blue", "Retain"), ("b", "blue", "Delete")):
+            body = resource("Tenant", name, tenant_spec(deletionPolicy=policy))
+            body["metadata"]["labels"] = {"mailproxy.genropy.org/instance": instance}
+            await kube.create(body)
+        body = resource("Tenant", "g", tenant_spec())
+        body["metadata"]["labels"] = {"mailproxy.genropy.org/instance": "green"}
+        await kube.create(body)
+        for name in ("kept", "b", "g"):
+            await wait_ready(kube, "Tenant", name)
+        key_secret = await kube.get("Secret", "b-api-key")
+        assert key_secret is not None
+        assert key_secret["metadata"]["labels"]["mailproxy.genropy.org/instance"] == "blue"
+        green_secret = await kube.get("Secret", "g-api-key")
+        assert green_secret is not None
+        assert green_secret["metadata"]["labels"]["mailproxy.genropy.org/instance"] == "green"
+
+        # Blue's retained tenant leaves its key Secret behind (no owner any more).
+        kept_key = await kube.secret_value("kept-api-key", "api-key")
+        await kube.delete("Tenant", "kept")
+
+        async def kept_gone() -> bool:
+            return await kube.get("Tenant", "kept") is None
+
+        await eventually(kept_gone, "Tenant kept deleted (Retain)")
+        await blue.stop()
+
+        # A change to blue's key Secret reaches nobody: green does not nudge blue's Tenant...
+        before = _nudge(await kube.get("Tenant", "b"))
+        await kube.patch("Secret", "b-api-key", {"metadata": {"annotations": {"touched": "1"}}})
+        # ...while a change to green's own key Secret does nudge green's Tenant (control).
+        green_before = _nudge(await kube.get("Tenant", "g"))
+        await kube.patch("Secret", "g-api-key", {"metadata": {"annotations": {"touched": "1"}}})
+
+        async def green_nudged() -> bool:
+            return _nudge(await kube.get("Tenant", "g")) != green_before
+
+        await eventually(green_nudged, "green re-reconciles its Tenant after its Secret changed")
+        await asyncio.sleep(2)
+        assert _nudge(await kube.get("Tenant", "b")) == before
+
+        # Green naming the retained tenant does not take blue's key Secret.
+        body = resource("Tenant", "kept", tenant_spec())
+        body["metadata"]["labels"] = {"mailproxy.genropy.org/instance": "green"}
+        await kube.create(body)
+        condition = await wait_not_ready(kube, "Tenant", "kept", "Conflict")
+        assert "Secret 'kept-api-key' exists and does not belong" in condition["message"]
+        left = await kube.get("Secret", "kept-api-key")
+        assert left is not None
+        assert left["metadata"]["labels"]["mailproxy.genropy.org/instance"] == "blue"
+        assert await kube.secret_value("kept-api-key", "api-key") == kept_key
+    finally:
+        await blue.stop()
+        await green.stop()

@@ -312,3 +312,24 @@ async def test_an_unhealthy_account_shows_in_its_status(cluster: Cluster) -> Non
     async with cluster.pool.acquire() as conn:
         await conn.execute("UPDATE accounts SET health = 'ok', health_reason = NULL")
     await wait_ready(kube, "SmtpAccount", "relay", timeout=90)
+
+
+async def test_the_instance_is_taken_only_from_the_operators_own_namespace(
+    two_namespaces: tuple[Cluster, Kube],
+) -> None:
+    """No instance namespace configured and no POD_NAMESPACE: the first watched namespace is
+    the operator's own; a MailProxyInstance in another watched namespace never claims the
+    install's settings row (issue 16, item 3)."""
+    cluster, other = two_namespaces
+    a = cluster.kube
+    await other.create(resource("MailProxyInstance", "intruder", {"delivery": {"maxRetries": 1}}))
+    condition = await wait_not_ready(other, "MailProxyInstance", "intruder", "WrongNamespace")
+    assert f"namespace '{a.namespace}' only" in condition["message"]
+    async with cluster.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT managed_by FROM instance") is None
+    await a.create(resource("MailProxyInstance", "main", {"delivery": {"maxRetries": 2}}))
+    await wait_ready(a, "MailProxyInstance", "main")
+    async with cluster.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT managed_by FROM instance") == (
+            f"MailProxyInstance/{a.namespace}/main"
+        )
