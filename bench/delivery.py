@@ -140,6 +140,15 @@ class Proc:
                 sys.executable, "-c", ENTRY, *self.args, env=self.env, stdout=out, stderr=out
             )
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far."""
+        if self.proc is None or self.proc.returncode is not None:
+            return 0.0
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(self.proc.pid).cpu_times()
+            return float(times.user + times.system)
+        return 0.0
+
     def sample(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(psutil.Error):
@@ -279,6 +288,7 @@ async def one_run(
                 )
                 r.raise_for_status()
                 started = time.time()
+                cpu_before = [p.cpu_seconds() for p in (*senders, api)]
                 sampler = asyncio.create_task(_sample(senders))
                 for start in range(0, args.messages, BATCH):
                     ids = [f"b{i:06d}" for i in range(start, min(start + BATCH, args.messages))]
@@ -293,6 +303,12 @@ async def one_run(
                         break
                     await asyncio.sleep(0.05)
                 finished = max((t for _, t in sink.accepted), default=time.time())
+                cpu_used = [
+                    after - before
+                    for before, after in zip(
+                        cpu_before, [p.cpu_seconds() for p in (*senders, api)], strict=True
+                    )
+                ]
                 await asyncio.sleep(1.0)  # late duplicates, if any, arrive now
                 sampler.cancel()
                 conn = await asyncpg.connect(dsn)
@@ -328,6 +344,10 @@ async def one_run(
         "p99": _pct(latencies, 99),
         "duplicates": sum(n - 1 for n in counts.values()),
         "rss_mb": [round(p.peak_rss / 2**20) for p in senders],
+        # CPU per delivered message (ms): every sender together, and the API (enqueue). A
+        # figure that a busy machine changes little, unlike the rates.
+        "sender_cpu_ms": sum(cpu_used[:-1]) * 1000 / max(1, len(first)),
+        "api_cpu_ms": cpu_used[-1] * 1000 / max(1, len(first)),
     }
 
 
@@ -366,14 +386,17 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"p99 {result['p99'] * 1000:.0f} ms, duplicates {result['duplicates']}, "
                     f"dup window p50 {result['window_p50'] * 1000:.0f} ms "
                     f"p99 {result['window_p99'] * 1000:.0f} ms, "
-                    f"sender RSS {result['rss_mb']} MB"
+                    f"sender RSS {result['rss_mb']} MB, CPU per message: senders "
+                    f"{result['sender_cpu_ms']:.2f} ms, API {result['api_cpu_ms']:.2f} ms; "
+                    f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
                 )
     print(
         f"median of {args.runs}: {statistics.median(r['rate'] for r in results):.0f} msgs/s "
         f"({statistics.median(r['ratio'] for r in results):.2f} x pre-built), "
         f"p50 {statistics.median(r['p50'] for r in results) * 1000:.0f} ms, "
         f"p99 {statistics.median(r['p99'] for r in results) * 1000:.0f} ms, "
-        f"peak sender RSS {max(max(r['rss_mb']) for r in results)} MB "
+        f"peak sender RSS {max(max(r['rss_mb']) for r in results)} MB, "
+        f"sender CPU {statistics.median(r['sender_cpu_ms'] for r in results):.2f} ms/message "
         f"(N={args.messages}, K={args.senders}, sink delay {args.sink_delay * 1000:.0f} ms, "
         f"max_connections {args.max_connections}, per-process ceiling "
         f"{args.connections or 'none'}, {os.cpu_count()} CPUs)"
