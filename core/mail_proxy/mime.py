@@ -27,8 +27,10 @@ that refuses, up front, what the builder could not turn into a valid message.
 from __future__ import annotations
 
 import hashlib
+import math
 import mimetypes
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email import charset as email_charset
@@ -40,6 +42,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import SMTP, EmailPolicy, compat32
 from email.utils import format_datetime, formataddr, formatdate, parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from mail_proxy.addresses import Address, parse_address, split_recipients
@@ -297,6 +300,13 @@ class _HeaderBlock:
         return b"".join(out)
 
 
+@lru_cache(maxsize=64)
+def _date(second: int) -> str:
+    """The `Date` value of a second (RFC 5322 3.3, GMT), formatted once per second: messages
+    built in the same second share it."""
+    return formatdate(second, usegmt=True)
+
+
 def _text_part(text: str, subtype: str) -> MIMEText:
     """A text part whose transfer encoding follows its content: 7bit for ASCII lines that fit
     (RFC 5322 2.1.1), else quoted-printable, or base64 for mostly non-ASCII text."""
@@ -426,7 +436,7 @@ def build_message(
         )
     )
     h.text("Message-ID", message_id)
-    h.text("Date", formatdate(date_ts, usegmt=True))
+    h.text("Date", _date(math.floor(time.time() if date_ts is None else date_ts)))
     for name, value in (payload.get("headers") or {}).items():
         lower = name.lower()
         if value is None or lower in _NEVER_FROM_CUSTOM:
