@@ -56,6 +56,7 @@ BSL_FILES = {
     "api/mail_proxy_api/schemas/suppressions.py",
     "core/mail_proxy/db/bounce_routing.py",
     "core/mail_proxy/db/bounces.py",
+    "core/mail_proxy/db/bounced_recipients.py",
     "core/mail_proxy/db/correlate.py",
     "core/mail_proxy/db/mailboxes.py",
     "core/mail_proxy/db/pec.py",

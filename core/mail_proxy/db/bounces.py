@@ -13,7 +13,10 @@ Policy (reference section 10, extended):
 
 The reported item is exactly the reference's: `{"id", "bounce_ts", "bounce_type",
 "bounce_code", "bounce_reason"}` (section 5.2); the event's metadata keeps the recipient and
-the source as well.
+the source as well. A failure (not a warning, not a complaint) also marks the bounced
+recipient `refused` in the message's recipient outcomes (`mail_proxy.db.bounced_recipients`);
+when the message has several recipients the event's metadata carries their list, so the
+report item, webhooks and the history show which one bounced (SPEC section 13 `recipients`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Literal
 
 import asyncpg
 
+from mail_proxy.db.bounced_recipients import mark_bounced
 from mail_proxy.db.suppressions import (
     SOURCE_HARD_BOUNCE,
     SOURCE_SOFT_BOUNCES,
@@ -50,6 +54,8 @@ class Bounce:
     `message_pk` is None when the bounce could not be tied to a stored message (a provider
     webhook about a message already purged): the log and the suppression list still learn it.
     `source` names where it came from: `imap`, `ses`, `sendgrid`, `mailgun`, `postmark`...
+    `complaint`: the recipient reported the mail as spam (it was delivered): suppressed and
+    reported, but the recipient's delivery outcome stays `accepted`.
     """
 
     tenant_id: str
@@ -61,6 +67,7 @@ class Bounce:
     source: str
     message_pk: int | None = None
     warning: bool = False
+    complaint: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,20 @@ async def record_bounce(
         }
         if bounce.warning:
             metadata["warning"] = True
+        else:
+            recipients = None
+            if not bounce.complaint:
+                recipients = await mark_bounced(
+                    conn,
+                    tenant_id=bounce.tenant_id,
+                    message_pk=bounce.message_pk,
+                    address=address,
+                    bounce_type=bounce.bounce_type,
+                    reason=reason,
+                    now=bounce.event_ts,
+                )
+            if recipients:
+                metadata["recipients"] = recipients
         row = await conn.fetchrow(
             _EVENT,
             bounce.message_pk,

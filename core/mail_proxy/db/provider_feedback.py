@@ -161,6 +161,7 @@ async def apply_events(
                 event_ts=event.event_ts,
                 source=provider if event.kind == "bounce" else f"{provider}_complaint",
                 message_pk=message_pk,
+                complaint=event.kind == "complaint",
             ),
             policy=policy,
         )

@@ -200,6 +200,55 @@ async def test_ses_bounces_reach_history_suppressions_and_webhooks(world: Any) -
     assert host.paths.count("/SimpleNotificationService-test.pem") == 1  # cached
 
 
+async def test_a_bounce_names_its_recipient_in_messages_and_history(world: Any) -> None:
+    """SES bounces one recipient of three: GET /messages and the history show that recipient
+    refused (the others accepted), the bounce event carries the list; a complaint about
+    another recipient suppresses it but leaves its outcome accepted (it was delivered)."""
+    api, host, signer = world
+    await tenant_with_account(api)
+    await _configure(api, "ses", {"topic_arns": [TOPIC]})
+    _, our_id = await _sent(
+        api, "inv-m", to=["a@example.net", "gone@example.net"], bcc=["c@example.net"]
+    )
+    cert_url = f"{host.url}/cert.pem"
+    bounce = signer.sign(
+        sns_notification(ses_bounce("gone@example.net", message_id=our_id), cert_url)
+    )
+    r = await api.client.post("/providers/ses/acme", content=json.dumps(bounce))
+    assert r.status_code == 200, r.text
+    complaint = signer.sign(
+        sns_notification(ses_complaint("c@example.net", message_id=our_id), cert_url)
+    )
+    r = await api.client.post("/providers/ses/acme", content=json.dumps(complaint))
+    assert r.json()["correlated"] == 1
+    r = await api.client.get("/messages", params={"tenant_id": "acme"}, headers=api.admin())
+    [listed] = [m for m in r.json()["messages"] if m["id"] == "inv-m"]
+    assert listed["status"] == "sent"
+    by_address = {x["address"]: x for x in listed["recipients"]}
+    assert {a: x["status"] for a, x in by_address.items()} == {
+        "a@example.net": "accepted",
+        "gone@example.net": "refused",
+        "c@example.net": "accepted",
+    }
+    assert by_address["gone@example.net"]["code"] == 550
+    assert by_address["gone@example.net"]["reason"].startswith("hard bounce: ")
+    r = await api.client.get(
+        "/messages/inv-m/events", params={"tenant_id": "acme"}, headers=api.admin()
+    )
+    history = r.json()
+    assert {x["address"]: x["status"] for x in history["recipients"]} == {
+        a: x["status"] for a, x in by_address.items()
+    }
+    bounce_event, complaint_event = [e for e in history["events"] if e["event_type"] == "bounce"]
+    assert bounce_event["metadata"]["recipient"] == "gone@example.net"
+    assert bounce_event["metadata"]["recipients"] == listed["recipients"]
+    assert "recipients" not in complaint_event["metadata"]
+    assert await _suppressed(api) == {
+        "gone@example.net": "hard_bounce",
+        "c@example.net": "complaint",
+    }
+
+
 async def test_ses_forgeries_are_refused_with_401(world: Any) -> None:
     api, host, signer = world
     await tenant_with_account(api)
