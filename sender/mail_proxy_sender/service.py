@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from mail_proxy.config import Settings
+from mail_proxy.db.notify import DOMAIN_BACKOFF_CHANNEL
 from mail_proxy.encryption import SecretBox
 from mail_proxy.large_files.links import LinkSigner
 from mail_proxy.metrics import Metrics
@@ -32,6 +33,7 @@ from mail_proxy_sender.delivery.attempt import Deliverer
 from mail_proxy_sender.delivery.connection_slots import ConnectionSlots
 from mail_proxy_sender.delivery.dispatcher import Dispatcher, DispatcherDeps
 from mail_proxy_sender.delivery.domain_backoff import DomainBackoff
+from mail_proxy_sender.delivery.domain_backoff_channel import DomainBackoffChannel
 from mail_proxy_sender.delivery.failures import AccountFailure
 from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
@@ -67,6 +69,8 @@ class SenderContext:
     owner: str = field(default_factory=new_owner_id)
     # Signs large-file download links (mail_proxy.large_files.secret); None: no links.
     download_secret: bytes | None = field(default=None, repr=False)
+    # The per-domain back-off, shared with the other senders (set by run_sender).
+    domains: DomainBackoff | None = None
 
 
 def _cache(settings: Settings) -> AttachmentCache:
@@ -98,7 +102,15 @@ async def _precreate_series(ctx: SenderContext) -> None:
 
 async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     s = ctx.settings
-    wakeups = Wakeups(ctx.dsn)
+    domain_channel = DomainBackoffChannel(ctx.pool)
+    domains = DomainBackoff(
+        base_seconds=s.throttle_base_seconds,
+        max_seconds=s.throttle_max_seconds,
+        publish=domain_channel.publish,
+    )
+    domain_channel.attach(domains)
+    ctx.domains = domains
+    wakeups = Wakeups(ctx.dsn, {DOMAIN_BACKOFF_CHANNEL: domain_channel.received})
     slots = ConnectionSlots(
         ctx.pool,
         owner=ctx.owner,
@@ -169,9 +181,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
         on_account_failure=on_account_failure,
         on_account_ok=on_account_ok,
         routing=lambda: routing.current,
-        domains=DomainBackoff(
-            base_seconds=s.throttle_base_seconds, max_seconds=s.throttle_max_seconds
-        ),
+        domains=domains,
         offloader=Offloader(
             fetcher=fetcher,
             pool=ctx.pool,
@@ -227,6 +237,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     parts = {
         dispatcher_task,
         asyncio.create_task(wakeups.run(listen_stop), name="wakeups"),
+        supervised("domain-backoff-sharing", lambda: domain_channel.run(halt)),
         keeper_task,
         supervised("connection-sharing", lambda: dispatcher.share_connections(halt)),
         supervised("reporter", lambda: reporter.run(halt)),

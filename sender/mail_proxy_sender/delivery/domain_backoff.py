@@ -10,14 +10,20 @@ account off).
 
 The back-off doubles while the domain keeps throttling, from `base_seconds` up to `max_seconds`
 (the account throttle settings `GMP_THROTTLE_BASE_SECONDS` / `GMP_THROTTLE_MAX_SECONDS`), and
-resets after a recipient of the domain is accepted. It is kept per sender process (in memory):
-another sender learns it from its own first throttled answer.
+resets after a recipient of the domain is accepted. Every sender process honours it: each
+change this process learns from a server is handed to `publish` (a JSON `payload()`: the
+`domain_backoff_channel` sends it with Postgres NOTIFY), and what other senders learned comes
+back through `apply()` (the later end and the higher level win; "accepted" clears it). A sender
+that starts later learns a domain's throttle from its own first throttled answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 # Most (account, domain) pairs remembered; past it, the expired ones are dropped first.
 _MAX_ENTRIES = 10_000
@@ -34,11 +40,24 @@ class _Entry:
     level: int
 
 
+def payload(account_pk: int, domain: str, until: float | None, level: int = 0) -> str:
+    """The NOTIFY payload of one change: a throttle until `until` (epoch s), or, with `until`
+    None, the domain accepting again."""
+    return json.dumps({"account_pk": account_pk, "domain": domain, "until": until, "level": level})
+
+
 class DomainBackoff:
-    def __init__(self, *, base_seconds: float, max_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        base_seconds: float,
+        max_seconds: float,
+        publish: Callable[[str], None] | None = None,
+    ) -> None:
         self._base = base_seconds
         self._max = max_seconds
         self._entries: dict[tuple[int, str], _Entry] = {}
+        self._publish = publish
 
     def until(self, account_pk: int, domain: str, now: float) -> float | None:
         """When the domain may be tried again (epoch s), or None when it may be now."""
@@ -65,11 +84,43 @@ class DomainBackoff:
         if entry is None and len(self._entries) >= _MAX_ENTRIES:
             self._forget_expired(now)
         self._entries[key] = _Entry(until, level)
+        if self._publish is not None:
+            self._publish(payload(account_pk, domain, until, level))
         return until
 
     def accepted(self, account_pk: int, domain: str) -> None:
         """A recipient of the domain was accepted: it is not throttling any more."""
-        self._entries.pop((account_pk, domain), None)
+        if self._entries.pop((account_pk, domain), None) is not None and self._publish:
+            self._publish(payload(account_pk, domain, None))
+
+    def apply(self, text: str, now: float) -> bool:
+        """Apply a change another sender published (`payload()`); False when `text` is not
+        one (ignored: anybody may NOTIFY). A throttle never ends later than `max_seconds`
+        from now, whatever it says."""
+        try:
+            change: Any = json.loads(text)
+            account_pk, domain = int(change["account_pk"]), str(change["domain"]).lower()
+            until = None if change["until"] is None else float(change["until"])
+            level = min(max(int(change.get("level") or 0), 0), 30)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return False
+        if not domain or len(domain) > 255:
+            return False
+        key = (account_pk, domain)
+        if until is None:
+            self._entries.pop(key, None)
+            return True
+        if not math.isfinite(until) or until <= now:
+            return True
+        until = min(until, now + self._max)
+        entry = self._entries.get(key)
+        if entry is None and len(self._entries) >= _MAX_ENTRIES:
+            self._forget_expired(now)
+        if entry is None or entry.until < until or entry.level < level:
+            self._entries[key] = _Entry(
+                max(until, entry.until if entry else 0.0), max(level, entry.level if entry else 0)
+            )
+        return True
 
     def _forget_expired(self, now: float) -> None:
         for key in [k for k, e in self._entries.items() if e.until <= now]:

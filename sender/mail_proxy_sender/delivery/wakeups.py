@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """LISTEN for work: NOTIFY on `mail_proxy_work`, `mail_proxy_run_now` and `mail_proxy_webhooks`
-wakes this process.
+wakes this process; other channels (`listeners`, e.g. the shared domain back-off) are handed
+their payloads.
 
 A dedicated connection (not from the pool) listens; when it breaks, it is reopened with a
 growing pause, and both events are set so nothing waits on a notification that was lost
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mail_proxy.db.notify import (
@@ -27,8 +29,10 @@ log = logging.getLogger(__name__)
 
 
 class Wakeups:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, listeners: Mapping[str, Callable[[str], None]] = {}) -> None:
+        """`listeners`: more channels to LISTEN on, each with what to call with a payload."""
         self._dsn = dsn
+        self._listeners = dict(listeners)
         self.work = asyncio.Event()
         self.reports = asyncio.Event()
         self.webhooks = asyncio.Event()
@@ -66,6 +70,8 @@ class Wakeups:
                 await conn.add_listener(RUN_NOW_CHANNEL, self._on_run_now)
                 await conn.add_listener(WEBHOOKS_CHANNEL, self._on_webhooks)
                 await conn.add_listener(RELOAD_INBOUND_CHANNEL, self._on_reload_inbound)
+                for channel, call in self._listeners.items():
+                    await conn.add_listener(channel, _payload_to(call))
                 self.listening.set()
                 pause = 0.5
                 self._on_run_now()  # anything that arrived while we were not listening
@@ -77,3 +83,12 @@ class Wakeups:
                 self.listening.clear()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), timeout=5)
+
+
+def _payload_to(call: Callable[[str], None]) -> Callable[..., None]:
+    """An asyncpg listener (connection, pid, channel, payload) that hands `call` the payload."""
+
+    def listener(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        call(payload)
+
+    return listener

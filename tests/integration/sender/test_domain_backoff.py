@@ -79,3 +79,44 @@ async def test_greylisting_at_rcpt_backs_off_no_domain(world: World) -> None:
             await world.enqueue("acme", "smtp1", {"id": "m2", "to": ["a2@slow.example"]})
             await eventually(lambda: _is(world, "m2", "sent"))
     assert "a2@slow.example" in sink.rcpts_seen
+
+
+async def test_every_sender_honours_a_domain_throttle_another_sender_learned(
+    world: World,
+) -> None:
+    """Shared through Postgres (NOTIFY): the sender that was not told backs the domain off too,
+    and names none of its recipients (issue 10 item 6)."""
+    sink = SmtpSink(rcpt_replies={"a1@slow.example": "451 4.7.1 Rate limit exceeded, slow down"})
+    settings = {"throttle_base_seconds": 120, "throttle_max_seconds": 600}
+    async with smtp_server(sink) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        account_pk = await world.fetchval("SELECT pk FROM accounts")
+        async with (
+            running_sender(world, owner="sender-a", **settings) as a,
+            running_sender(world, owner="sender-b", **settings) as b,
+        ):
+            await world.enqueue("acme", "smtp1", {"id": "m1", "to": ["a1@slow.example"]})
+            await eventually(lambda: _is(world, "m1", "deferred"))
+
+            async def both_know() -> bool:
+                now = time.time()
+                return all(
+                    s.domains is not None
+                    and s.domains.until(account_pk, "slow.example", now) is not None
+                    for s in (a, b)
+                )
+
+            await eventually(both_know, timeout=5)
+            await world.enqueue(
+                "acme",
+                "smtp1",
+                *(
+                    {"id": f"n{i}", "to": [f"x{i}@slow.example", f"y{i}@fast.example"]}
+                    for i in range(6)
+                ),
+            )
+            for i in range(6):
+                await eventually(lambda i=i: _is(world, f"n{i}", "deferred"))
+    assert [r for r in sink.rcpts_seen if r.endswith("@slow.example")] == ["a1@slow.example"]
+    assert len(sink.received) == 6  # the other domain got every message
