@@ -70,6 +70,9 @@ class OperatorContext:
     api_key_grace_seconds: float = 3600.0
     # This install's name (`mailproxy.genropy.org/instance`; empty: the unlabelled install).
     instance: str = ""
+    # GMP_DOWNLOAD_BASE_URL of the install: with it, a Tenant's large files need no
+    # publicBaseUrl (the same rule as the REST API: large_files.policy.link_base_problem).
+    download_base_url: str | None = None
     # The only namespace a MailProxyInstance is taken from (runner.instance_namespace).
     instance_namespace: str = "default"
     # The reason last announced per resource being deleted (no status to remember it by).

@@ -26,6 +26,7 @@ from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.db.pool import DATABASE_ERRORS
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import EncryptionError, UnknownEncryptionKey
+from mail_proxy.large_files.policy import link_base_problem
 from mail_proxy.redact import open_client_auth, seal_client_auth
 from mail_proxy.tokens import hash_token
 from mail_proxy_operator import api_keys
@@ -175,6 +176,10 @@ async def _tenant(
     ctx: OperatorContext, ref: ResourceRef, spec: TenantSpec, rotation: str, adopt: str | None
 ) -> Outcome:
     tenant_id = spec.row_id(ref.name)
+    if spec.large_file is not None:
+        config = spec.large_file.model_dump()
+        if problem := link_base_problem(config, ctx.download_base_url):
+            raise InvalidSpec(problem.replace("public_base_url", "largeFile.publicBaseUrl", 1))
     values = await read_secret_values(ctx.kube, ref.namespace, spec.secret_refs())
     desired = spec.desired_fields(values)
     changed: list[str] = []

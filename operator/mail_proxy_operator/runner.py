@@ -339,6 +339,7 @@ async def run_operator(*, settings: Settings, dsn: str, box: SecretBox) -> None:
             metrics=metrics,
             api_key_grace_seconds=settings.operator_api_key_grace_seconds,
             instance=settings.operator_instance,
+            download_base_url=settings.download_base_url,
             instance_namespace=instance_namespace(settings),
         )
         keys_changed = asyncio.Event()

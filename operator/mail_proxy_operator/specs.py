@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from mail_proxy.large_files.policy import MAX_DAYS
+
 GROUP = "mailproxy.genropy.org"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -84,8 +86,8 @@ class LargeFileSpec(_Spec):
     max_size_mb: float = 10
     storage_url: str | None = None
     public_base_url: str | None = None
-    file_ttl_days: int = 30
-    lifespan_after_download_days: int | None = None
+    file_ttl_days: int = Field(default=30, ge=1, le=MAX_DAYS)
+    lifespan_after_download_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
     action: Literal["warn", "reject", "rewrite"] = "warn"
 
 

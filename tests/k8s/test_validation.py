@@ -69,6 +69,11 @@ async def _refused(kube: Kube, obj: dict[str, object]) -> str:
         ("SmtpAccount", {"host": "smtp.example"}, "spec.tenantRef: Required value"),
         ("Tenant", tenant_spec(deletionPolicy="Orphan"), 'Unsupported value: "Orphan"'),
         ("Tenant", tenant_spec(tenantId="has space"), "spec.tenantId"),
+        (
+            "Tenant",
+            tenant_spec(largeFile={"fileTtlDays": 3651}),
+            "should be less than or equal to 3650",
+        ),
     ],
 )
 async def test_invalid_resources_are_refused_with_a_reason(

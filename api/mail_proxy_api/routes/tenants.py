@@ -13,6 +13,7 @@ from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.mailboxes import set_bounce_config
 from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.errors import ManagedResource
+from mail_proxy.large_files.policy import link_base_problem
 from mail_proxy.redact import MASK, seal_client_auth
 from mail_proxy.tokens import hash_token, new_token
 from mail_proxy_api.audit import record_command
@@ -53,10 +54,18 @@ def _refuse_admin_only(caller: Principal, fields: dict[str, Any]) -> None:
         raise HTTPException(403, f"only the admin token may change {', '.join(named)}")
 
 
-def _large_file_config(body: TenantPayload | TenantUpdate) -> dict[str, Any] | None:
-    """The config as the client sent it (v0.6 echoes it back), validated."""
+def _large_file_config(
+    ctx: ApiContext, body: TenantPayload | TenantUpdate
+) -> dict[str, Any] | None:
+    """The config as the client sent it (v0.6 echoes it back), validated; 422 when its
+    download links could never be built (`link_base_problem`, the Tenant resource's rule too)."""
     config = body.large_file_config
-    return config.model_dump(exclude_unset=True) if config is not None else None
+    if config is None:
+        return None
+    problem = link_base_problem(config.model_dump(), ctx.settings.download_base_url)
+    if problem is not None:
+        raise HTTPException(422, problem)
+    return config.model_dump(exclude_unset=True)
 
 
 async def _store_bounce_config(
@@ -91,7 +100,7 @@ def _refuse_if_managed(row: Any, tenant_id: str) -> None:
 async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
     """Create or replace a tenant; a new tenant's API key is returned once."""
     fields = body.model_dump(exclude={"id", "client_auth"})
-    fields["large_file_config"] = _large_file_config(body)
+    fields["large_file_config"] = _large_file_config(ctx, body)
     if body.rate_limits is not None:
         fields["rate_limits"] = body.rate_limits.model_dump(exclude_none=True)
     fields["client_auth"] = (
@@ -167,7 +176,7 @@ async def update_tenant(
     fields = body.model_dump(exclude_none=True)
     _refuse_admin_only(caller, fields)
     if "large_file_config" in fields:
-        fields["large_file_config"] = _large_file_config(body)
+        fields["large_file_config"] = _large_file_config(ctx, body)
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await db_tenants.get_tenant(conn, tenant_id=tenant_id)
         if existing is None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mail_proxy.large_files.policy import STORAGE_SCHEMES
+from mail_proxy.large_files.policy import MAX_DAYS, STORAGE_SCHEMES
 from mail_proxy_api.schemas.bounce import BounceMailbox
 from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
 
@@ -44,8 +44,8 @@ class LargeFileConfig(BaseModel):
     max_size_mb: float = Field(default=10.0, ge=0, le=1_048_576, allow_inf_nan=False)
     storage_url: str | None = Field(default=None, min_length=1, max_length=2048)
     public_base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://\S+$")
-    file_ttl_days: int = Field(default=30, ge=1, le=3650)
-    lifespan_after_download_days: int | None = Field(default=None, ge=1, le=3650)
+    file_ttl_days: int = Field(default=30, ge=1, le=MAX_DAYS)
+    lifespan_after_download_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
     action: Literal["warn", "reject", "rewrite"] = "warn"
 
     @field_validator("storage_url")

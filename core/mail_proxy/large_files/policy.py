@@ -24,6 +24,10 @@ MIB = 1024 * 1024
 # SigV4 (S3) and V4 (GCS) signed URLs are refused beyond 7 days by the storage itself.
 PRESIGN_MAX_SECONDS = 7 * 86_400
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs")
+# Stores whose own signed URLs can serve a link (within PRESIGN_MAX_SECONDS).
+SELF_SIGNING_SCHEMES = frozenset({"s3", "gs", "gcs"})
+# The longest file_ttl_days / lifespan_after_download_days (ten years), API and Tenant CRD alike.
+MAX_DAYS = 3650
 
 
 class Action(StrEnum):
@@ -82,6 +86,42 @@ class LargeFilePolicy:
     def lifespan_seconds(self) -> int | None:
         days = self.lifespan_after_download_days
         return None if days is None else days * 86_400
+
+
+def link_base_problem(
+    config: Mapping[str, Any] | None, download_base_url: str | None
+) -> str | None:
+    """Why the download links of a `large_file_config` could never be built, else None.
+
+    One rule for the REST API (422) and the Tenant resource (Ready=False, `InvalidSpec`); the
+    Tenant CRD cannot say it in CEL because it depends on the server's GMP_DOWNLOAD_BASE_URL.
+    It applies to a config in force (`enabled`, `action: rewrite`, a `storage_url`): a link
+    goes through the API's download route unless an `s3://`/`gs://` store signs it itself
+    (no `lifespan_after_download_days`, TTL within SigV4's 7 days, no `public_base_url`),
+    and the route needs a base URL, the tenant's `public_base_url` or GMP_DOWNLOAD_BASE_URL.
+    """
+    if not config or not config.get("enabled") or config.get("action") != Action.REWRITE:
+        return None
+    storage_url = config.get("storage_url")
+    if not storage_url or config.get("public_base_url") or download_base_url:
+        return None
+    scheme = str(storage_url).partition("://")[0].lower()
+    ttl_days = config.get("file_ttl_days") or 30
+    if (
+        scheme in SELF_SIGNING_SCHEMES
+        and config.get("lifespan_after_download_days") is None
+        and ttl_days * 86_400 <= PRESIGN_MAX_SECONDS
+    ):
+        return None
+    why = (
+        f"{scheme}:// storage is served by the download route"
+        if scheme not in SELF_SIGNING_SCHEMES
+        else "links past 7 days or with lifespan_after_download_days use the download route"
+    )
+    return (
+        f"large_file_config needs public_base_url: {why}, and this server has no "
+        "GMP_DOWNLOAD_BASE_URL to build its links with"
+    )
 
 
 def size_mb(size_bytes: int) -> float:

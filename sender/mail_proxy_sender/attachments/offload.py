@@ -35,6 +35,7 @@ from mail_proxy.large_files.footer import OffloadedLink
 from mail_proxy.large_files.links import LinkSigner, download_url
 from mail_proxy.large_files.policy import (
     PRESIGN_MAX_SECONDS,
+    SELF_SIGNING_SCHEMES,
     Action,
     LargeFilePolicy,
     reject_reason,
@@ -46,7 +47,6 @@ from mail_proxy_sender.attachments.fetch import AttachmentFetcher, SpooledAttach
 from mail_proxy_sender.delivery.failures import PermanentFailure, TemporaryFailure
 
 log = logging.getLogger(__name__)
-_SELF_SIGNING = frozenset({"s3", "gs", "gcs"})
 
 
 class _CannotLink(Exception):
@@ -287,7 +287,7 @@ class Offloader:
         base = policy.public_base_url
         if (
             base is None
-            and store.scheme in _SELF_SIGNING
+            and store.scheme in SELF_SIGNING_SCHEMES
             and policy.lifespan_seconds is None
             and expires_at - now <= PRESIGN_MAX_SECONDS
         ):
