@@ -40,7 +40,8 @@ class WebhookCreate(BaseModel):
         default=None,
         max_length=64,
         description="Event types to send (sent, error, deferred, bounce, pec_*, ...); "
-        "omitted or null: every event",
+        "omitted or null: every message event. Per-recipient outcomes (recipient_accepted, "
+        "recipient_refused, recipient_deferred) are sent only when named here",
     )
     active: bool = True
 

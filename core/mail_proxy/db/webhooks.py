@@ -4,7 +4,10 @@
 Endpoints belong to a tenant: a URL, the event types it wants (None: all; `pec_*` matches every
 PEC event), a signing secret (ENC: format) and, after a rotation, the previous secret with the
 moment it stops signing. A trigger on `message_events` (migration 0008) adds one delivery per
-matching active endpoint for every stored event, whoever stored it.
+matching active endpoint for every stored event, whoever stored it; and (migration 0015) one
+per change of a recipient's outcome (`message_recipients`) for endpoints subscribed by name to
+`recipient_accepted` / `recipient_refused` / `recipient_deferred`, once per recipient status
+(`event_id` None, `recipient` set).
 
 Deliveries are leased like messages (`FOR UPDATE SKIP LOCKED`, owner + expiry), so one process
 delivers each; a dead deliverer's lease expires and another takes it. After a failed attempt
@@ -75,7 +78,7 @@ RETURNING d.id, d.webhook_pk, w.id AS webhook_id, d.tenant_id, w.url, w.secret,
           CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
               AS previous_secret,
           d.event_id, d.message_id, d.event_type, d.event_ts, d.description, d.metadata,
-          d.attempts
+          d.attempts, d.recipient
 """
 _SUCCEEDED = """
 WITH d AS (
@@ -139,13 +142,16 @@ class LeasedDelivery:
     url: str
     secret: str
     previous_secret: str | None
-    event_id: int
+    event_id: int | None  # None for a per-recipient event (migration 0015)
     message_id: str
     event_type: str
     event_ts: int
     description: str | None
     metadata: dict[str, Any] | None
     attempts: int  # made before this one
+    # Set for a per-recipient event (`recipient_<status>`, migration 0015): whose outcome
+    # (the normalised address; the shown one is in `metadata`).
+    recipient: str | None = None
 
 
 async def list_webhooks(conn: asyncpg.Connection, *, tenant_id: str) -> list[asyncpg.Record]:

@@ -3,7 +3,8 @@
 
 Body (`Content-Type: application/json`)::
 
-    {"type": "message.<event_type>",          e.g. message.sent, message.bounce
+    {"type": "message.<event_type>",          e.g. message.sent, message.bounce,
+                                              message.recipient_refused (per recipient)
      "timestamp": "2026-11-29T23:00:00Z",     when the event happened (UTC)
      "data": {"id", "tenant_id", "event_type", "event_ts", "description", "metadata",
               ...the v0.6 delivery-report item's own keys (sent_ts, bounce_type, ...)}}
@@ -30,12 +31,16 @@ from mail_proxy_sender.reports.items import report_item
 
 
 def event_message_id(delivery: LeasedDelivery) -> str:
+    """The `webhook-id`: the same on every retry of a delivery (Standard Webhooks). A
+    per-recipient event has no stored event: its delivery's own id names it."""
+    if delivery.event_id is None:
+        return f"rcpt_{delivery.id}"
     return f"msg_{delivery.event_id}"
 
 
 def event_body(delivery: LeasedDelivery) -> dict[str, Any]:
     event = PendingEvent(
-        id=delivery.event_id,
+        id=delivery.event_id or 0,
         message_id=delivery.message_id,
         event_type=delivery.event_type,
         event_ts=delivery.event_ts,

@@ -340,3 +340,65 @@ async def test_two_sender_processes_deliver_each_event_once(world: World, tmp_pa
     assert {orjson.loads(h.body)["data"]["id"] for h in app.hits("/hooks")} == {
         f"m{i:03d}" for i in range(200)
     }
+
+
+async def test_per_recipient_outcomes_are_their_own_events(world: World) -> None:
+    """Endpoints that name `recipient_*` types get one signed event per recipient outcome
+    change (refused at RCPT, greylisted then accepted); an endpoint for every event does not
+    get them; each status is posted once per recipient."""
+    sink = SmtpSink(
+        rcpt_replies={
+            "gone@example.org": "550 5.1.1 User unknown",
+            "grey@example.org": "451 4.7.1 Greylisted, try again later",
+        }
+    )
+    async with smtp_server(sink) as port, http_server(HttpApp()) as app:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        per_recipient = Receiver(
+            await _webhook(
+                world,
+                app.url + "/rcpt",
+                event_types=["recipient_refused", "recipient_accepted", "recipient_deferred"],
+            )
+        )
+        everything = Receiver(await _webhook(world, app.url + "/all", webhook_id="wh2"))
+        app.routes["/rcpt"] = per_recipient
+        app.routes["/all"] = everything
+        settings = {"retry_delays_seconds": (1,), "retry_jitter_ratio": 0.0}
+        async with running_sender(world, **settings):
+            await world.enqueue(
+                "acme",
+                "smtp1",
+                {
+                    "id": "m1",
+                    "to": ["Ok <ok@example.org>", "gone@example.org", "grey@example.org"],
+                },
+            )
+            await eventually(lambda: _count(per_recipient, 3))
+            del sink.rcpt_replies["grey@example.org"]
+            await eventually(lambda: _count(per_recipient, 4), timeout=30)
+            await eventually(lambda: _all_delivered(world))
+    got = sorted(
+        (p["type"], p["data"]["metadata"]["address"], p["data"]["metadata"]["code"])
+        for p in per_recipient.verified
+    )
+    assert Counter((t, a) for t, a, _ in got) == Counter(
+        {
+            ("message.recipient_accepted", "Ok <ok@example.org>"): 1,
+            ("message.recipient_refused", "gone@example.org"): 1,
+            ("message.recipient_deferred", "grey@example.org"): 1,
+            ("message.recipient_accepted", "grey@example.org"): 1,
+        }
+    )
+    refused = next(p for p in per_recipient.verified if p["type"] == "message.recipient_refused")
+    assert refused["data"]["id"] == "m1"
+    assert refused["data"]["metadata"] == {
+        "address": "gone@example.org",
+        "status": "refused",
+        "code": 550,
+        "reason": "550 5.1.1 User unknown",
+    }
+    assert len(set(per_recipient.ids)) == len(per_recipient.ids)
+    assert all(not p["type"].startswith("message.recipient_") for p in everything.verified)
+    assert {p["type"] for p in everything.verified} >= {"message.deferred", "message.sent"}
