@@ -13,7 +13,7 @@ Surface (all keyword-only, the caller owns the transaction):
 - `record_suppressed(conn, messages=[(tenant_id, id, {address: submitted}), ...], now=...)`: the
   recipients intake left out of queued messages (suppression list), as `refused` with reason
   `recipient suppressed`, so reports, `GET /messages` and the final state count them.
-- `for_messages(conn, message_pks=[...])` -> `{pk: [RecipientRow, ...]}` in address order.
+- `for_messages(conn, message_pks=[...])` -> `{pk: [RecipientRow, ...]}` in envelope order.
 - `wire_list(rows)` -> the `recipients` list of report items, `GET /messages` and `GET
   /messages/{id}/events` (`RecipientRow.wire()` is the one serializer for all three):
   `[{"address", "status", "code", "reason"}]`, every key always present (null when unknown);
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import asyncpg
+
+from mail_proxy.addresses import submitted_forms
 
 RecipientStatus = Literal["accepted", "refused", "deferred"]
 ACCEPTED: RecipientStatus = "accepted"
@@ -94,9 +96,14 @@ ON CONFLICT (message_pk, address) DO UPDATE SET
 WHERE r.status = 'deferred'
 """
 _FOR_MESSAGES = """
-SELECT message_pk, address, status, code, reason, attempts, next_attempt_ts, submitted
-FROM message_recipients WHERE message_pk = ANY($1::bigint[])
-ORDER BY message_pk, address
+SELECT r.message_pk, r.address, r.status, r.code, r.reason, r.attempts, r.next_attempt_ts,
+       r.submitted
+FROM message_recipients r WHERE r.message_pk = ANY($1::bigint[])
+ORDER BY r.message_pk, r.address
+"""
+_ENVELOPES = """
+SELECT pk, payload->'to' AS "to", payload->'cc' AS cc, payload->'bcc' AS bcc
+FROM messages WHERE pk = ANY($1::bigint[])
 """
 
 
@@ -142,13 +149,29 @@ async def record_suppressed(
 async def for_messages(
     conn: asyncpg.Connection, *, message_pks: Sequence[int]
 ) -> dict[int, list[RecipientRow]]:
-    """The recipient rows of these messages; messages without rows are absent."""
+    """The recipient rows of these messages, each message's in envelope order (To, Cc, Bcc as
+    submitted: the order of the delivery report's list); messages without rows are absent."""
     out: dict[int, list[RecipientRow]] = {}
     if not message_pks:
         return out
     for row in await conn.fetch(_FOR_MESSAGES, list(message_pks)):
         out.setdefault(row["message_pk"], []).append(RecipientRow(**dict(row.items())))
+    if out:
+        for envelope in await conn.fetch(_ENVELOPES, list(out)):
+            fields = (_recipient_field(envelope[f]) for f in ("to", "cc", "bcc"))
+            order = {key: i for i, key in enumerate(submitted_forms(*fields))}
+            out[envelope["pk"]].sort(key=lambda r: order.get(r.address, len(order)))
     return out
+
+
+def _recipient_field(value: Any) -> str | list[str] | None:
+    """A stored `to`/`cc`/`bcc` (jsonb text): a string, a list of strings, or nothing."""
+    parsed = json.loads(value) if isinstance(value, str) else value
+    if isinstance(parsed, str):
+        return parsed
+    if isinstance(parsed, list):
+        return [str(item) for item in parsed if isinstance(item, str)]
+    return None
 
 
 def needs_wire_list(rows: Iterable[RecipientRow]) -> bool:

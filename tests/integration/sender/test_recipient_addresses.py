@@ -72,7 +72,10 @@ async def test_outcomes_show_each_address_as_submitted_on_every_surface(world: W
         },
         "Gone@Example.org": {"status": "refused", "code": None, "reason": "recipient suppressed"},
     }
+    # The same list, item for item and in envelope order, on every surface.
+    assert item["recipients"] == listed["recipients"] == events["recipients"]
     for surface in (item["recipients"], listed["recipients"], events["recipients"]):
+        assert [r["address"] for r in surface] == list(expected)
         assert {r["address"]: _fields(r) for r in surface} == expected
         # One serializer: the same keys everywhere, nulls included.
         assert all(set(r) == {"address", "status", "code", "reason"} for r in surface)
