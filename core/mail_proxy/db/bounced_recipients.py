@@ -8,8 +8,9 @@ delivered after all. `mark_bounced` turns that recipient's outcome from `accepte
 
 - `code`: the SMTP reply code quoted in the bounce reason (`550 5.1.1 ...` -> 550), else null
   (the bounce's own `bounce_code`, e.g. "511" for status 5.1.1, is not a reply code);
-- `reason`: `"<hard|soft> bounce: <reason>"` (the prefix tells a later bounce from a refusal
-  during the SMTP transaction).
+- `reason`: `"<label>: <reason>"`, the label saying what refused it later: `hard bounce`,
+  `soft bounce`, or a PEC error receipt (`PEC mancata_consegna`...): the prefix tells a later
+  refusal from one during the SMTP transaction.
 
 A message whose recipients all accepted has no rows (see `mail_proxy.db.recipients`): they
 are written now, every other recipient `accepted`, the bounced one `refused`. Only accepted
@@ -71,11 +72,12 @@ async def mark_bounced(
     tenant_id: str,
     message_pk: int,
     address: str,
-    bounce_type: str,
+    label: str,
     reason: str | None,
     now: int,
 ) -> list[dict[str, Any]] | None:
-    """Record that `address` bounced for this message; see the module docstring."""
+    """Record that `address` was refused after acceptance (`label`: what said so, e.g.
+    `hard bounce`); see the module docstring."""
     message = await conn.fetchrow(_MESSAGE, message_pk, tenant_id)
     if message is None:
         return None
@@ -84,7 +86,7 @@ async def mark_bounced(
     key = (normalised_address(address) or address.strip()).lower()
     if key in {k.lower() for k in forms}:
         code = reply_code(reason)
-        shown = f"{bounce_type} bounce: {reason}" if reason else f"{bounce_type} bounce"
+        shown = f"{label}: {reason}" if reason else label
         existing = (await for_messages(conn, message_pks=[message_pk])).get(message_pk)
         if existing:
             await conn.execute(_MARK, message_pk, key, code, shown, now)

@@ -120,7 +120,7 @@ async def record_bounce(
                     tenant_id=bounce.tenant_id,
                     message_pk=bounce.message_pk,
                     address=address,
-                    bounce_type=bounce.bounce_type,
+                    label=f"{bounce.bounce_type} bounce",
                     reason=reason,
                     now=bounce.event_ts,
                 )

@@ -5,7 +5,9 @@ Bounce mailboxes: `parse_bounce`, then for each bounced recipient find the messa
 (`mail_proxy.db.correlate`) and `record_bounce` (event, log, suppression). A bounce that names
 no stored message still teaches a tenant mailbox's suppression list; in the instance mailbox
 it is only counted (`gmp_bounces_uncorrelated_total`).
-PEC mailboxes: `parse_pec_receipt`, find the message among the account's, `record_pec_event`.
+PEC mailboxes: `parse_pec_receipt`, find the message among the account's, `record_pec_event`;
+an error receipt naming one recipient also marks that recipient `refused` in the message's
+recipient outcomes (`mark_bounced`), as a bounce does.
 Mail that is neither (auto-replies, chatter) is skipped: its UID still advances.
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from mail_proxy.db.bounced_recipients import mark_bounced
 from mail_proxy.db.bounces import Bounce, SuppressionPolicy, record_bounce
 from mail_proxy.db.correlate import Clues, Scope, find_message
 from mail_proxy.db.mailboxes import MailboxConfig
@@ -161,6 +164,16 @@ async def handle_pec(
             error_reason=receipt.error_reason,
         ),
     )
+    if receipt.event == "pec_error" and receipt.recipient:
+        await mark_bounced(
+            conn,
+            tenant_id=found.tenant_id,
+            message_pk=found.message_pk,
+            address=receipt.recipient,
+            label=f"PEC {receipt.receipt_type}",
+            reason=receipt.error_reason,
+            now=now_ts,
+        )
     handled.pec.append(receipt.event)
     log.info(
         "PEC receipt recorded",

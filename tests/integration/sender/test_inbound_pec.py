@@ -9,6 +9,7 @@ from email import policy
 
 import pytest
 
+from mail_proxy.db.recipients import for_messages, wire_list
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.dovecot import PASSWORD, Dovecot, dovecot_server
 from tests.integration.sender.inbound_helpers import INBOUND_FAST
@@ -144,8 +145,11 @@ async def test_the_rules_other_receipts(world: World, imap: Dovecot) -> None:
             imap_password=world.box.encrypt(PASSWORD),
             imap_ssl=False,
         )
+        two = {"q2": ["q2@pec.example.it", "Q2b <q2b@pec.example.it>"]}
         await world.enqueue(
-            "acme", "pec2", *({"id": i, "to": [f"{i}@pec.example.it"]} for i in ids)
+            "acme",
+            "pec2",
+            *({"id": i, "to": two.get(i, [f"{i}@pec.example.it"])} for i in ids),
         )
         settings = {
             **INBOUND_FAST,
@@ -169,7 +173,9 @@ async def test_the_rules_other_receipts(world: World, imap: Dovecot) -> None:
                     recipient="q1@pec.example.it",
                 ),
                 pec.receipt("avvenuta-consegna", reference=ref["q1"]),
-                pec.receipt("rilevazione-virus", reference=ref["q2"]),
+                pec.receipt(
+                    "rilevazione-virus", reference=ref["q2"], recipient="q2b@pec.example.it"
+                ),
                 pec.receipt(None, subject="AVVISO DI MANCATA CONSEGNA: x", reference=ref["q3"]),
                 pec.receipt_with_daticert(
                     "errore-consegna", reference=ref["q4"], errore_esteso="5.1.1 inesistente"
@@ -212,3 +218,16 @@ async def test_the_rules_other_receipts(world: World, imap: Dovecot) -> None:
     )
     assert warning == "delivery not yet confirmed within the maximum time"
     assert await world.fetchval("SELECT imap_last_uid FROM accounts WHERE id = 'pec2'") == 7
+    # The error receipt named one recipient of q2: that recipient's outcome says so.
+    async with world.pool.acquire() as conn:
+        pk = await conn.fetchval("SELECT pk FROM messages WHERE id = 'q2'")
+        rows = wire_list((await for_messages(conn, message_pks=[pk]))[pk])
+    assert sorted(rows, key=lambda r: str(r["address"])) == [
+        {
+            "address": "Q2b <q2b@pec.example.it>",
+            "status": "refused",
+            "code": None,
+            "reason": "PEC rilevazione_virus: virus detected",
+        },
+        {"address": "q2@pec.example.it", "status": "accepted", "code": None, "reason": None},
+    ]
