@@ -102,7 +102,7 @@ class Deliverer:
         self._loop = TransactionLoop(domains or DomainBackoff(base_seconds=60.0, max_seconds=900.0))
 
     async def __call__(self, job: Job, conn: SmtpConnection | None) -> SmtpConnection | None:
-        if not self._keeper.may_start(job.message.pk):
+        if not await self._keeper.startable(job.message.pk):
             log.warning(
                 "lease lost or about to run out; leaving the message to be taken back",
                 extra={"action": "lease_expired", "message_id": job.message.id},

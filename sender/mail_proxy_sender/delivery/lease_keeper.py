@@ -9,8 +9,11 @@ lease however long the transaction takes, so no other sender takes a message sti
 
 `may_start(pk)` says whether a send may begin: the lease must be known valid for a margin
 longer (`lease_seconds / 5`). When renewals fail (Postgres is away) held leases run out, and
-messages not started yet stay unsent; when a renewal finds a lease taken back by another
-sender, that message is marked lost and never started here.
+messages not started yet wait (`startable(pk)`) for the next successful renewal, up to
+`_OUTAGE_WAIT_LEASES` leases: their lease is still this sender's when Postgres returns
+(nobody takes it back meanwhile, see below), so they are sent then, unsent meanwhile; when a
+renewal finds a lease taken back by another sender, that message is marked lost and never
+started here.
 
 Outages and duplicates. A lease that ran out while Postgres was away does not mean its sender
 died: it may hold the outcome of a message the SMTP server accepted (issue 13 item 3), queued
@@ -43,6 +46,9 @@ from mail_proxy_sender.delivery.waiting import first_of
 
 log = logging.getLogger(__name__)
 _DB_ERRORS = DATABASE_ERRORS
+# How long (in leases) a message whose lease ran out during an outage waits for a renewal
+# before it is left to be taken back.
+_OUTAGE_WAIT_LEASES = 10
 
 
 class LeaseKeeper:
@@ -68,6 +74,7 @@ class LeaseKeeper:
         self._max_gap = self._lease / 2
         self._contact_since: float | None = None
         self._last_ok_started: float | None = None
+        self._renewed = asyncio.Event()  # set (and replaced) by each successful renewal
 
     @property
     def held(self) -> int:
@@ -82,6 +89,22 @@ class LeaseKeeper:
     def may_start(self, pk: int) -> bool:
         """True while the lease on `pk` is held and valid for at least the margin."""
         return time.monotonic() < self._valid_until.get(pk, 0.0)
+
+    async def startable(self, pk: int) -> bool:
+        """`may_start(pk)`, waiting while renewals fail (Postgres is away) for the next one to
+        succeed, up to `_OUTAGE_WAIT_LEASES` leases; False when the lease was lost (or never
+        held) or the wait ran out."""
+        deadline = time.monotonic() + self._lease * _OUTAGE_WAIT_LEASES
+        while not self.may_start(pk):
+            left = deadline - time.monotonic()
+            if pk not in self._valid_until or left <= 0:
+                return False
+            try:
+                async with asyncio.timeout(left):
+                    await self._renewed.wait()
+            except TimeoutError:
+                return False
+        return True
 
     def may_rescue(self) -> bool:
         """True when this sender has been in continuous contact with Postgres for a whole
@@ -129,6 +152,8 @@ class LeaseKeeper:
             # Taken back by another sender (this one stalled past its lease): never start them.
             self.drop(lost)
             log.warning("leases lost", extra={"action": "lease_lost", "count": len(lost)})
+        self._renewed.set()  # sends waiting for a renewal (`startable`) go on, or give up
+        self._renewed = asyncio.Event()
         return True
 
     def _count_contact(self, started: float) -> None:

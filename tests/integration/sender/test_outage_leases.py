@@ -1,10 +1,12 @@
 """Postgres away longer than the lease, with two senders: an accepted message whose `sent` is
-still held in memory is never taken back and sent again by the other sender (issue 13 item 3,
-see `lease_keeper`)."""
+still held in memory is never taken back and sent again by the other sender, and a leased
+message not started yet is sent by its sender once Postgres is back, without being taken
+back (issue 13 item 3, see `lease_keeper`)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 import asyncpg
@@ -44,32 +46,39 @@ async def test_an_outage_longer_than_the_lease_sends_nothing_twice(
     pool = await create_pool(dsn, max_size=3)
     key = generate_key()
     world = World(dsn, pool, SecretBox(decode_key(key)), key)
-    sink = SmtpSink(gate=asyncio.Event())
+    sink = SmtpSink(gate=asyncio.Event(), delay_seconds=0.5)
     try:
         async with smtp_server(sink) as port:
             await world.tenant("acme")
-            await world.account("acme", "smtp1", port)
+            # Two connections: two messages wait in DATA, the others leased behind them.
+            await world.account("acme", "smtp1", port, max_connections=2)
             await world.enqueue("acme", "smtp1", *({"id": f"m{i:02d}"} for i in range(COUNT)))
             async with (
                 running_sender(world, owner="one", lease_seconds=LEASE),
                 running_sender(world, owner="two", lease_seconds=LEASE),
             ):
 
-                async def all_in_data() -> bool:
-                    return len(sink.attempted) >= COUNT
+                async def in_data() -> bool:
+                    return len(sink.attempted) >= 2
 
-                await eventually(all_in_data, timeout=30)
+                async def all_leased() -> bool:
+                    states = await world.states("acme")
+                    return list(states.values()) == ["sending"] * COUNT
+
+                await eventually(in_data, timeout=30)
+                await eventually(all_leased, timeout=30)
                 stoppable_pg.stop()
                 sink.gate.set()  # type: ignore[union-attr]
 
-                async def all_accepted() -> bool:
-                    return len(sink.received) >= COUNT
-
-                # Accepted while Postgres is away: each `sent` is held by its sender.
-                await eventually(all_accepted, timeout=30)
-                await asyncio.sleep(3 * LEASE)  # every lease has run out
+                # Leases run out while Postgres is away: what was accepted has its `sent` held
+                # by its sender, the rest waits unsent.
+                await asyncio.sleep(3 * LEASE)
+                assert COUNT > len(sink.attempted) >= 2
                 stoppable_pg.start()
+                restarted = time.monotonic()
                 await eventually(lambda: _all_sent(world), timeout=60, every=0.2)
+                # Sent by their own sender as soon as it renewed, not a lease later.
+                assert time.monotonic() - restarted < LEASE + 5
                 # Long enough for any rescuer to have taken a lapsed lease back and resent it.
                 await asyncio.sleep(3 * LEASE)
             rescued = await world.fetchval(
