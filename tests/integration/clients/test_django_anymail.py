@@ -230,6 +230,23 @@ async def test_each_report_item_becomes_anymail_events(
         },
         {"id": "m4", "pec_event": "pec_delivery", "pec_ts": 50},
         {"id": "m5", "pec_event": "pec_delivery_warning", "pec_ts": 60},
+        {
+            "id": "m6",
+            "bounce_ts": 70,
+            "bounce_type": "hard",
+            "bounce_code": "511",
+            "bounce_reason": "550 5.1.1 User unknown",
+            "recipients": [
+                {"address": "a@example.org", "status": "accepted", "code": None, "reason": None},
+                refused,  # refused at RCPT earlier: reported then, not again
+                {
+                    "address": "Gone <gone@example.org>",
+                    "status": "refused",
+                    "code": 550,
+                    "reason": "hard bounce: 550 5.1.1 User unknown",
+                },
+            ],
+        },
     ]
     with override_settings(ANYMAIL={"WEBHOOK_SECRET": f"{WEBHOOK_USER}:{WEBHOOK_PASSWORD}"}):
         async with httpx.AsyncClient(timeout=10) as http:
@@ -248,6 +265,7 @@ async def test_each_report_item_becomes_anymail_events(
         ("m3", "bounced", None),
         ("m4", "delivered", None),
         ("m5", "deferred", None),
+        ("m6", "bounced", "Gone <gone@example.org>"),
     ]
     assert tracked[4].mta_response == "511 550 5.1.1 User unknown"
     assert len({e.event_id for e in tracked}) == len(tracked)

@@ -12,11 +12,12 @@ mail-proxy POSTs `{"delivery_report": [items]}` to the tenant's `client_base_url
 `client_sync_path`; the view checks HTTP basic auth (Anymail's WEBHOOK_SECRET; a bearer token in
 `MAIL_PROXY_WEBHOOK_TOKEN` works too), sends one Anymail `tracking` signal per event and
 answers `{"ok": true, "queued": 0}`. Events: sent → "sent", deferred → "deferred",
-bounce → "bounced", error → "failed" (or "rejected" when every recipient was refused or the
-address is suppressed), per-recipient refusals → "rejected" for that recipient; PEC receipts →
-"queued" (acceptance), "delivered" (delivery), "failed" (error, timeout). `message_id` is the
-mail-proxy message id that `anymail_status.message_id` gave at send time. A report can repeat
-events: make receivers idempotent (use `event_id`).
+bounce → "bounced" (naming the bounced recipient when the item's `recipients` shows which),
+error → "failed" (or "rejected" when every recipient was refused or the address is
+suppressed), per-recipient refusals → "rejected" for that recipient; PEC receipts → "queued"
+(acceptance), "delivered" (delivery), "failed" (error, timeout), "deferred" (delivery
+warning). `message_id` is the mail-proxy message id that `anymail_status.message_id` gave at
+send time. A report can repeat events: make receivers idempotent (use `event_id`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class MailProxyTrackingWebhookView(AnymailBaseWebhookView):
             "esp_event": raw,
         }
         events: list[AnymailTrackingEvent] = []
+        if item.kind == "bounce":
+            return [self._bounce(item, base)]
         refused = [r for r in item.recipients or [] if r.status == "refused"]
         for recipient in refused:
             events.append(
@@ -116,13 +119,31 @@ class MailProxyTrackingWebhookView(AnymailBaseWebhookView):
                 event_id=f"{item.id}:{item.kind}:{item.timestamp}",
                 reject_reason=reject_reason,
                 description=item.reason,
-                mta_response=(
-                    f"{item.bounce_code} {item.bounce_reason}" if item.kind == "bounce" else None
-                ),
                 **base,
             )
         )
         return events
+
+    @staticmethod
+    def _bounce(item: ReportItem, base: dict[str, Any]) -> AnymailTrackingEvent:
+        """One "bounced" event. Its `recipients` list (a message with several recipients)
+        repeats earlier refusals, already reported at their time: the bounced recipient is the
+        refused one whose reason is this bounce's (`"<type> bounce: <bounce_reason>"`)."""
+        suffix = f"bounce: {item.bounce_reason}" if item.bounce_reason else " bounce"
+        bounced = [
+            r.address
+            for r in item.recipients or []
+            if r.status == "refused" and (r.reason or "").endswith(suffix)
+        ]
+        return AnymailTrackingEvent(
+            event_type=EventType.BOUNCED,
+            event_id=f"{item.id}:{item.kind}:{item.timestamp}",
+            recipient=bounced[0] if len(bounced) == 1 else None,
+            reject_reason=RejectReason.BOUNCED,
+            description=item.reason,
+            mta_response=f"{item.bounce_code} {item.bounce_reason}",
+            **base,
+        )
 
     @staticmethod
     def _classify(item: ReportItem) -> tuple[str, str | None]:
@@ -130,8 +151,6 @@ class MailProxyTrackingWebhookView(AnymailBaseWebhookView):
             return EventType.SENT, None
         if item.kind == "deferred":
             return EventType.DEFERRED, None
-        if item.kind == "bounce":
-            return EventType.BOUNCED, RejectReason.BOUNCED
         if item.kind == "pec":
             return _PEC.get(item.pec_event or "", EventType.UNKNOWN), None
         reason = (item.error or "").lower()
