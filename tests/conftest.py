@@ -26,6 +26,7 @@ from starlette.types import ASGIApp
 from mail_proxy.db.migrate import migrate
 from mail_proxy.db.pool import connect
 from mail_proxy_cli.services import QuietServer
+from tests.pg_proxy import proxy  # noqa: F401  (a fixture for every test directory)
 
 TEMPLATE = "mp_template"
 _counter = itertools.count()

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     port: int = 8000
     max_request_bytes: int = 32 * 1024 * 1024
     max_enqueue_batch: int = 1000
+    # Recipients (to + cc + bcc) of one message, and of one add-messages request: each address
+    # costs a validation, so an unbounded list could hold the API for seconds. 1000 per message
+    # is Postfix's smtpd_recipient_limit; RFC 5321 4.5.3.1.8 asks servers to take at least 100.
+    max_recipients_per_message: int = 1000
+    max_recipients_per_batch: int = 20_000
     messages_page_size: int = 1000
 
     # Delivery (the sender reads these; the API reports them)
@@ -317,7 +322,13 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
-    @field_validator("max_request_bytes", "max_enqueue_batch", "messages_page_size")
+    @field_validator(
+        "max_request_bytes",
+        "max_enqueue_batch",
+        "messages_page_size",
+        "max_recipients_per_message",
+        "max_recipients_per_batch",
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

@@ -7,6 +7,7 @@ pod of either kind reports readiness and queue depth the same way.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 
@@ -23,13 +24,19 @@ from mail_proxy.metrics import Metrics
 # The reference's exposition header; newer prometheus-client defaults to version=1.0.0, whose
 # body is the same for our metric names.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A readiness check that takes longer than this fails (kubelet's default probe timeout is 1 s;
+# probes in the chart allow more).
+READY_TIMEOUT_SECONDS = 3.0
 
 
 async def not_ready_reason(pool: asyncpg.Pool) -> str | None:
-    """None when the database answers and its schema is current; else why not."""
+    """None when the database answers and its schema is current; else why not.
+
+    Bounded as a whole (`READY_TIMEOUT_SECONDS`): a pooled connection to a Postgres that
+    hangs (stopped, not gone) would otherwise make the probe wait forever instead of failing.
+    """
     try:
-        async with pool.acquire(timeout=2) as conn:
-            missing = await pending_versions(conn)
+        missing = await _pending_within(pool, READY_TIMEOUT_SECONDS)
     except MigrationError as exc:
         return str(exc)
     except DATABASE_ERRORS as exc:
@@ -37,6 +44,18 @@ async def not_ready_reason(pool: asyncpg.Pool) -> str | None:
     if missing:
         return f"schema not current: migrations {missing} not applied"
     return None
+
+
+async def _pending_within(pool: asyncpg.Pool, seconds: float) -> list[int]:
+    conn = await asyncio.wait_for(pool.acquire(), seconds)
+    try:
+        return await asyncio.wait_for(pending_versions(conn), seconds)
+    except TimeoutError:
+        # Returning it would wait for a reset the hung server never answers: drop it.
+        conn.terminate()
+        raise
+    finally:
+        await pool.release(conn, timeout=seconds)
 
 
 async def refresh_queue_gauges(

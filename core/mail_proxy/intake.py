@@ -29,6 +29,12 @@ INVALID_PAYLOAD = "invalid payload"
 NOT_YOUR_TENANT = "Token not authorized for this tenant"
 RECIPIENT_SUPPRESSED = "recipient suppressed"  # SPEC section 13
 INVALID_ID = "invalid id"  # never stored: it could not be a key, a header or a report item
+# More recipients than one message may have (Settings.max_recipients_per_message).
+TOO_MANY_RECIPIENTS = "too many recipients"
+DEFAULT_MAX_RECIPIENTS = 1000
+# Control characters other than HTAB, in any header text (RFC 5322 section 2.2: field bodies
+# are printable characters and WSP). CR and LF have their own reason ("line break in ...").
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A client message id: printable, no control characters, short enough for a btree key and an
 # `X-Genro-Mail-ID` header line (RFC 5322 section 2.1.1: 998 characters per line).
 MESSAGE_ID_MAX_LENGTH = 255
@@ -57,40 +63,61 @@ def valid_message_id(value: object) -> bool:
     return isinstance(value, str) and _MESSAGE_ID.fullmatch(value) is not None
 
 
-def rejection_reason(message: Mapping[str, Any]) -> str | None:
+def recipient_count(message: Mapping[str, Any]) -> int:
+    """How many recipients (to + cc + bcc) `message` names, before any validation."""
+    return sum(len(split_recipients(message.get(field))) for field in _RECIPIENT_FIELDS)
+
+
+def _bad_text(value: str, where: str) -> str | None:
+    """A line break or another control character in header text `value`, named."""
+    if has_crlf(value):
+        return f"line break in {where}"
+    if _CONTROL.search(value):
+        return f"control character in {where}"
+    return None
+
+
+def rejection_reason(
+    message: Mapping[str, Any], *, max_recipients: int = DEFAULT_MAX_RECIPIENTS
+) -> str | None:
     """Why this message cannot be queued, or None. Account existence is checked in SQL.
 
     Runs for every message of every batch: one dict lookup per field, nothing allocated on the
-    way to "no reason".
+    way to "no reason". The recipient count is checked before any address is validated (each
+    validation costs), against `max_recipients`.
     """
     get = message.get
     for field, reason in _REQUIRED:
         if not get(field):
             return reason
+    count = recipient_count(message)
+    if count > max_recipients:
+        return f"{TOO_MANY_RECIPIENTS}: {count} (at most {max_recipients})"
     for field in _ADDRESS_FIELDS:
         value = get(field)
         if value:
             # Checked before the syntax: the address pattern tolerates surrounding whitespace.
-            if has_crlf(value):
-                return f"line break in {field}"
+            if bad := _bad_text(value, field):
+                return bad
             if address_of(value) is None:
                 return f"invalid address in {field}: {value!r}"
     for field in _LIST_FIELDS:
         values = get(field)
         if values:
             if isinstance(values, str):
-                if has_crlf(values):  # before splitting, which trims a trailing line break
-                    return f"line break in {field}"
+                # Before splitting, which trims a trailing line break.
+                if bad := _bad_text(values, field):
+                    return bad
                 values = split_recipients(values)
             for value in values:
-                if has_crlf(value):
-                    return f"line break in {field}"
+                if bad := _bad_text(value, field):
+                    return bad
                 if address_of(value) is None:
                     return f"invalid address in {field}: {value!r}"
     for field in _HEADER_TEXT_FIELDS:
         value = get(field)
-        if value and has_crlf(value):
-            return f"line break in {field}"
+        if value and (bad := _bad_text(value, field)):
+            return bad
     headers = get("headers")
     if headers:
         for name, value in headers.items():
@@ -98,11 +125,13 @@ def rejection_reason(message: Mapping[str, Any]) -> str | None:
                 return f"line break in header {name!r}"
             if _HEADER_NAME.fullmatch(name) is None:
                 return f"invalid header name {name[:80]!r}"
+            if value is not None and _CONTROL.search(str(value)):
+                return f"control character in header {name!r}"
     attachments = get("attachments")
     if attachments:
         for attachment in attachments:
-            if has_crlf(attachment.get("filename") or ""):
-                return "line break in attachment filename"
+            if bad := _bad_text(attachment.get("filename") or "", "attachment filename"):
+                return bad
     if headers or get("message_id"):
         # What the message builder could not make valid is refused now, never at send time.
         return header_problem(message)

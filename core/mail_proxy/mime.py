@@ -58,7 +58,9 @@ _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "reply-to", "sender"})
 _NEVER_FROM_CUSTOM = frozenset({"bcc", "content-type", "content-transfer-encoding", "mime-version"})
 # RFC 5322 2.2: printable US-ASCII except colon; short enough to leave room for a value.
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")
-_MESSAGE_ID = re.compile(r"^<?[^<>\s]{1,250}>?$")
+# RFC 5322 section 3.6.4: msg-id = "<" id-left "@" id-right ">" (the brackets are added when
+# missing); printable US-ASCII without spaces.
+_MESSAGE_ID = re.compile(r"^<?[!-;=?A-~]{1,125}@[!-;=?A-~]{1,125}>?$")
 # Headers people read: folded at 78, a long token split into encoded-words.
 _HUMAN_HEADERS = frozenset({"subject", "comments", "keywords", *_ADDRESS_HEADERS})
 

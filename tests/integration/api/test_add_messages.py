@@ -65,6 +65,26 @@ async def test_more_than_the_limit_is_refused(api: Api) -> None:
     assert r.json()["queued"] == 1000
 
 
+async def test_more_recipients_than_the_limit_are_refused_before_any_is_checked(
+    api: Api,
+) -> None:
+    await tenant_with_account(api)
+    # 21 messages of 1000 recipients: over the request's 20,000 (GMP_MAX_RECIPIENTS_PER_BATCH).
+    many = [f"r{i}@example.org" for i in range(1000)]
+    r = await add_messages(api, [message(f"m{i}", to=many) for i in range(21)])
+    assert r.status_code == 400
+    assert r.json()["detail"]["error"] == (
+        "Cannot enqueue more than 20000 recipients at once (21000 in this request)"
+    )
+    assert (await list_messages(api))["messages"] == []
+    # One message over its own limit is refused alone; the rest of the batch goes on.
+    r = await add_messages(api, [message("big", to=[*many, "one@example.org"]), message("ok")])
+    assert r.json()["rejected"] == [
+        {"id": "big", "reason": "too many recipients: 1001 (at most 1000)"}
+    ]
+    assert r.json()["queued"] == 1
+
+
 # (fields changed on an otherwise valid message, exact reason of the rejection)
 REJECTIONS: list[tuple[dict[str, Any], str]] = [
     ({"account_id": ""}, "missing account_id"),
@@ -92,6 +112,8 @@ REJECTIONS: list[tuple[dict[str, Any], str]] = [
         {"attachments": [{"filename": "a\r\n.pdf", "storage_path": "base64:AAAA"}]},
         "line break in attachment filename",
     ),
+    ({"subject": "A\x0bB\x0cC\x1fD\x7f"}, "control character in subject"),
+    ({"message_id": "no-at-sign"}, "invalid message_id: 'no-at-sign'"),
 ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.integration.api.conftest import Api
+from tests.integration.api.conftest import Api, running_api
 from tests.integration.api.payloads import (
     add_messages,
     list_messages,
@@ -17,6 +17,7 @@ from tests.integration.api.payloads import (
     tenant_with_account,
     token,
 )
+from tests.pg_proxy import SocketProxy
 
 
 async def test_health_is_static(api: Api) -> None:
@@ -47,6 +48,22 @@ async def test_not_ready_when_the_schema_was_edited(api: Api) -> None:
     r = await api.client.get("/ready")
     assert r.status_code == 503
     assert "was changed after it was applied" in r.json()["reason"]
+
+
+async def test_not_ready_when_postgres_hangs(dsn: str, proxy: SocketProxy) -> None:
+    # A stopped (not gone) Postgres: connections stay open and nothing answers. The probe
+    # fails within its own bound instead of waiting as long as Postgres hangs.
+    await proxy.start()
+    async with running_api(proxy.dsn(dsn)) as api:
+        assert (await api.client.get("/ready")).status_code == 200
+        proxy.freeze()
+        try:
+            r = await api.client.get("/ready")
+            assert r.status_code == 503
+            assert r.json()["reason"] == "database unreachable: TimeoutError"
+            assert (await api.client.get("/health")).status_code == 200
+        finally:
+            proxy.thaw()
 
 
 async def test_status(api: Api) -> None:

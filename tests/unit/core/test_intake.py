@@ -115,7 +115,26 @@ def _message(**fields: Any) -> dict[str, Any]:
         ({"headers": {"X-Ok": None}}, None),
         ({"headers": {"X-Num": 5}}, None),
         ({"headers": {"X-Bad": "a\nb"}}, "line break in header 'X-Bad'"),
+        # Other control characters than HTAB never reach a header (RFC 5322 section 2.2).
+        ({"subject": "A\x0bB"}, "control character in subject"),
+        ({"subject": "tab\tok"}, None),
+        ({"subject": "del\x7f"}, "control character in subject"),
+        ({"from": "A\x1fB <a@example.org>"}, "control character in from"),
+        ({"to": ["X\x0c <x@example.org>"]}, "control character in to"),
+        ({"headers": {"X-C": "a\x01b"}}, "control character in header 'X-C'"),
+        ({"message_id": "<id\x08@example.org>"}, "control character in message_id"),
+        # RFC 5322 section 3.6.4: a message id has an @.
+        ({"message_id": "no-brackets"}, "invalid message_id: 'no-brackets'"),
+        ({"message_id": "<a@b.example>"}, None),
+        ({"message_id": "a@b.example"}, None),
+        # Counted before any address is validated.
+        (
+            {"to": [f"r{i}@example.org" for i in range(800)], "cc": ["x"] * 201},
+            "too many recipients: 1001 (at most 1000)",
+        ),
+        ({"to": [f"r{i}@example.org" for i in range(1000)]}, None),
     ],
+    ids=repr,
 )
 def test_rejection_reasons_in_the_reference_order(
     fields: dict[str, Any], reason: str | None
