@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -194,10 +195,12 @@ def mailgun_failed(
     event: str = "failed",
     variables: dict[str, str] | None = None,
     signed_at: int | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """Signed now unless `signed_at` (epoch seconds) says when."""
+    """Signed now unless `signed_at` (epoch seconds) says when; a new token unless given (as
+    Mailgun makes one per notification)."""
     timestamp = str(int(time.time()) if signed_at is None else signed_at)
-    token = "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0"
+    token = token or secrets.token_hex(25)
     signature = hmac.new(signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256)
     return {
         "signature": {"timestamp": timestamp, "token": token, "signature": signature.hexdigest()},

@@ -172,22 +172,26 @@ async def _ses(
 
 async def _verified_events(
     ctx: ApiContext, provider: str, config: dict[str, Any], request: Request, now: int
-) -> tuple[list[FeedbackEvent], bool]:
+) -> tuple[list[FeedbackEvent], bool, str | None]:
+    """The notification's events, whether it was an SNS subscription confirmation, and its
+    replay key: set when the signature does not cover the body (Mailgun signs only
+    timestamp + token), so a signature is honoured once and a captured one cannot carry
+    other events."""
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     if provider == "ses":
-        return await _ses(ctx, config, body, now)
+        return (*await _ses(ctx, config, body, now), None)
     secrets = _opened(ctx, config)
     max_age = ctx.settings.provider_signature_max_age_seconds
     if provider == "sendgrid":
         sendgrid.verify(headers, body, str(config.get("public_key", "")), now=now, max_age=max_age)
-        return sendgrid.events(body, now), False
+        return sendgrid.events(body, now), False, None
     if provider == "mailgun":
         payload = mailgun.parse(body)
         mailgun.verify(payload, str(secrets.get("token") or ""), now=now, max_age=max_age)
-        return mailgun.events(payload, now), False
+        return mailgun.events(payload, now), False, mailgun.replay_key(payload)
     postmark.verify(headers, secrets)
-    return postmark.events(body, now), False
+    return postmark.events(body, now), False, None
 
 
 @router.post(
@@ -210,7 +214,7 @@ async def provider_notification(provider: str, tenant_id: str, request: Request,
         raise HTTPException(404, f"no {provider} feedback configured for tenant '{tenant_id}'")
     now = int(time.time())
     try:
-        events, confirmed = await _verified_events(ctx, provider, config, request, now)
+        events, confirmed, replay_key = await _verified_events(ctx, provider, config, request, now)
     except SignatureInvalid as exc:
         log.warning(
             "provider notification refused",
@@ -231,6 +235,12 @@ async def provider_notification(provider: str, tenant_id: str, request: Request,
     if not events:
         return NotificationAccepted(confirmed=confirmed or None)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        if replay_key is not None and not await db.first_use(
+            conn, tenant_id=tenant_id, provider=provider, key=replay_key
+        ):
+            # A retry of a notification already applied, or a captured signature carrying
+            # other events: nothing is applied either way, and a retry must not be refused.
+            return NotificationAccepted(recorded=0, correlated=0, duplicates=len(events))
         applied = await db.apply_events(
             conn, tenant_id=tenant_id, provider=provider, events=events, policy=SuppressionPolicy()
         )

@@ -170,6 +170,12 @@ async def apply_events(
     return Applied(recorded, correlated, duplicates)
 
 
+async def first_use(conn: asyncpg.Connection, *, tenant_id: str, provider: str, key: str) -> bool:
+    """True the first time `key` is seen for (tenant, provider) (kept like applied events,
+    until `purge_seen`); in the caller's transaction, so a rolled-back use does not count."""
+    return bool(await conn.fetchval(_SEEN, tenant_id, provider, key))
+
+
 async def purge_seen(conn: asyncpg.Connection, *, before: float, batch: int) -> int:
     """Forget notifications applied before `before` (epoch seconds), `batch` at a time."""
     status: str = await conn.execute(_PURGE_SEEN, before, batch)

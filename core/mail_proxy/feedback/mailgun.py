@@ -60,6 +60,12 @@ def verify(payload: dict[str, Any], signing_key: str, *, now: float, max_age: fl
     check_fresh("Mailgun", timestamp, now=now, max_age=max_age)
 
 
+def replay_key(payload: dict[str, Any]) -> str:
+    """What makes a verified signature unique: its token. Mailgun's HMAC covers timestamp +
+    token, not the event data, so each signature is honoured once (call after `verify`)."""
+    return f"signature:{payload['signature']['token']}"
+
+
 def events(payload: dict[str, Any], now: int) -> list[FeedbackEvent]:
     data = payload.get("event-data")
     if not isinstance(data, dict):

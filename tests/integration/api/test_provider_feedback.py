@@ -488,6 +488,19 @@ async def test_mailgun_and_postmark(world: Any) -> None:
     assert r.json()["correlated"] == 1
     bad = mailgun_failed("gone@example.net", message_id=our_id, signing_key="guessed-key")
     assert (await api.client.post("/providers/mailgun/acme", json=bad)).status_code == 401
+    # Mailgun signs timestamp + token only: a captured signature carrying other event data
+    # (or a retry of the same notification) is answered 200 and applies nothing.
+    forged = payload | {
+        "event-data": payload["event-data"] | {"recipient": "ceo@victim.example", "id": "x"}
+    }
+    r = await api.client.post("/providers/mailgun/acme", json=forged)
+    assert r.status_code == 200
+    assert r.json()["recorded"] == 0
+    assert r.json()["duplicates"] == 1
+    listed = await api.client.get(
+        "/suppressions", params={"tenant_id": "acme"}, headers=api.admin()
+    )
+    assert "ceo@victim.example" not in listed.text
 
     await _sent(api, "inv-2", to=["soft@example.net"])
     body = json.dumps(
