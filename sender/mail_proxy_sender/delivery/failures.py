@@ -34,7 +34,13 @@ import aiosmtplib
 
 from mail_proxy.errors import MailProxyError
 
-_RATE_WORDS = re.compile(r"\brate\b|too many|limit|throttl|slow down|connections", re.I)
+# "Too many errors" (Postfix's smtpd_hard_error_limit) or "too many recipients" (a recipient
+# limit, see rcpt_answers) name no rate: they end a session or a transaction, nothing more.
+_RATE_WORDS = re.compile(
+    r"\brate\b|too many(?!\s+(errors|recipients|bad|invalid|unknown|failed))|limit|throttl"
+    r"|slow down|connections",
+    re.I,
+)
 _POLICY_CODE = re.compile(r"^\s*4\.7\.\d{1,3}\b")
 
 

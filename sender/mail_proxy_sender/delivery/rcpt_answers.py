@@ -32,12 +32,25 @@ from __future__ import annotations
 
 import enum
 import re
-
-from mail_proxy_sender.delivery.smtp_client import Answer
+from dataclasses import dataclass
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _TOO_MANY_TEXT = re.compile(r"too\s+many", re.I)
 _MAILBOX_FULL_TEXT = re.compile(r"mailbox\s+(is\s+)?full|over\s*quota|quota", re.I)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The server's answer for one recipient: at RCPT when it refused it there, else at DATA
+    (or at MAIL, the same for every recipient)."""
+
+    code: int
+    text: str
+    stage: str  # "rcpt" | "data" | "mail"
+
+    @property
+    def described(self) -> str:
+        return f"{self.code} {self.text}".strip()
 
 
 class RcptOutcome(enum.Enum):

@@ -31,9 +31,8 @@ from mail_proxy.db.outcomes import Outcome
 from mail_proxy.db.recipients import ACCEPTED, DEFERRED, REFUSED, RecipientRow, RecipientStatus
 from mail_proxy.states import MessageState
 from mail_proxy_sender.delivery.failures import DeliveryFailure
-from mail_proxy_sender.delivery.rcpt_answers import RcptOutcome, rcpt_outcome
+from mail_proxy_sender.delivery.rcpt_answers import Answer, RcptOutcome, rcpt_outcome
 from mail_proxy_sender.delivery.retry import RetryPolicy
-from mail_proxy_sender.delivery.smtp_client import Answer
 
 # The reason prefix of a recipient deferred because a session ended at its RCPT: the next
 # attempt names it after the others again.
@@ -103,11 +102,13 @@ class RecipientTally:
             why = SUSPECT if address in self.suspects else "no answer for this recipient"
             self.fates[address] = Fate(DEFERRED, None, f"{why}: {failure.described}")
 
-    def defer_too_many(self, addresses: Iterable[str]) -> None:
-        """Recipients a fresh session still left out for its recipient limit: retried with
-        the retry table, with the server's answer."""
+    def defer_too_many(self, addresses: Sequence[str]) -> None:
+        """Recipients a fresh session left out for its recipient limit (the first of them
+        answered "too many recipients", the others were not named after it): retried with the
+        retry table, with the server's answer."""
+        first = next(self._too_many[a] for a in addresses if a in self._too_many)
         for address in addresses:
-            answer = self._too_many[address]
+            answer = self._too_many.get(address, first)
             self.fates[address] = Fate(DEFERRED, answer.code, answer.described)
 
     def wait(self, address: str, reason: str, until: float) -> None:

@@ -35,6 +35,7 @@ from mail_proxy_sender.delivery.failures import (
     classify_connect_error,
     classify_smtp_error,
 )
+from mail_proxy_sender.delivery.rcpt_answers import Answer, RcptOutcome, rcpt_outcome
 
 
 @lru_cache(maxsize=4096)
@@ -85,19 +86,6 @@ class SmtpTarget:
 
     def __repr__(self) -> str:  # never show the password
         return f"SmtpTarget({self.host}:{self.port}, user={self.username!r})"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The server's answer for one recipient: at RCPT when it refused it there, else at DATA."""
-
-    code: int
-    text: str
-    stage: str  # "rcpt" | "data" | "mail"
-
-    @property
-    def described(self) -> str:
-        return f"{self.code} {self.text}".strip()
 
 
 @dataclass
@@ -235,6 +223,7 @@ class SmtpConnection:
         except Exception as exc:
             return TransactionResult({}, list(recipients), self._ended(exc))
         accepted: list[str] = []
+        unnamed: list[str] = []
         for index, address in enumerate(recipients):
             try:
                 await self._rcpt(address, encoding)
@@ -247,7 +236,13 @@ class SmtpConnection:
                         ended_at=Answer(exc.code, exc.message, "rcpt"),
                         ended_at_address=address,
                     )
-                answers[address] = Answer(exc.code, exc.message, "rcpt")
+                answers[address] = answer = Answer(exc.code, exc.message, "rcpt")
+                if rcpt_outcome(answer) is RcptOutcome.TOO_MANY:
+                    # The limit is reached: the rest wait for the next transaction (RFC 5321
+                    # 4.5.3.1.10), not named to collect one more error each (servers hang up
+                    # after a few, e.g. Postfix's smtpd_hard_error_limit).
+                    unnamed = recipients[index + 1 :]
+                    break
                 continue
             except Exception as exc:
                 # Hang-up or timeout at this RCPT: nobody's answer, the session is over.
@@ -260,7 +255,7 @@ class SmtpConnection:
             accepted.append(address)
         if not accepted:
             await self._reset()
-            return TransactionResult(answers, [])
+            return TransactionResult(answers, unnamed)
         try:
             response = await self._client.data(data, timeout=self._options.data_timeout_seconds)
         except aiosmtplib.SMTPResponseException as exc:
@@ -269,13 +264,13 @@ class SmtpConnection:
                 return TransactionResult(answers, accepted, failure)
             await self._reset()
             answers.update({r: Answer(exc.code, exc.message, "data") for r in accepted})
-            return TransactionResult(answers, [], refused_message=failure)
+            return TransactionResult(answers, unnamed, refused_message=failure)
         except Exception as exc:
             # Lost during DATA: whether the server kept it is unknown; tried again, as before.
             return TransactionResult(answers, accepted, classify_smtp_error(exc))
         self.sends += 1
         answers.update({r: Answer(response.code, response.message, "data") for r in accepted})
-        return TransactionResult(answers, [])
+        return TransactionResult(answers, unnamed)
 
     def _ended(self, exc: BaseException) -> DeliveryFailure:
         """The failure of an exception at MAIL or RCPT: `SessionEnded` when it left the session

@@ -81,7 +81,8 @@ class TransactionLoop:
                 # Nobody settled on a session that carried earlier transactions: its limit.
                 return SessionEnded(_SESSION_LIMIT, smtp_code=452)
             if too_many:
-                tally.defer_too_many(too_many)  # a fresh session names nobody: retry later
+                # A fresh session takes nobody: these and the ones not named wait for a retry.
+                tally.defer_too_many([*too_many, *result.untried])
             else:
                 # No answer and no failure cannot happen; never loop on it.
                 tally.defer(names, SessionEnded("the server answered no recipient"))

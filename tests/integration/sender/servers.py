@@ -9,7 +9,8 @@ The sink behaves like the strict servers found in the field (issue 10):
   one session;
 - a recipient whose RCPT ends the session: answered and hung up (`rcpt_hangups`: address ->
   reply, None for a silent hang-up) or never answered (`rcpt_stalls`, until the client times
-  out);
+  out); `error_limit` RCPT errors per session, then `421 ... too many errors` and a hang-up
+  (Postfix's `smtpd_hard_error_limit`);
 - `421` and a hang-up at connect, MAIL, RCPT or DATA (`hangup_at`);
 - SMTPUTF8 only when `smtputf8` is set (else a non-ASCII address is a `500`);
 - STARTTLS or implicit TLS with any certificate (`untrusted_tls_context()` for one nobody
@@ -84,6 +85,7 @@ class SmtpSink:
     too_many_reply: str = "452 4.5.3 Too many recipients"
     rcpt_hangups: dict[str, str | None] = field(default_factory=dict)  # reply, then hang up
     rcpt_stalls: set[str] = field(default_factory=set)  # never answered
+    error_limit: int | None = None  # RCPT errors per session, then 421 and hang up
     hangup_at: str | None = None  # "connect" | "mail" | "rcpt" | "data": answer 421, hang up
     hangup_reply: str = "421 4.3.2 Service shutting down"
     hangups_left: int | None = None  # how many more hang-ups (None: every time)
@@ -133,6 +135,18 @@ class SmtpSink:
             return reply or "421 gone"
         if address in self.rcpt_stalls:
             await asyncio.sleep(3600)
+        reply = self._rcpt_reply(session, envelope, address)
+        if not reply.startswith("2"):
+            session.rcpt_errors = getattr(session, "rcpt_errors", 0) + 1
+            if self.error_limit is not None and session.rcpt_errors > self.error_limit:
+                # Postfix's smtpd_hard_error_limit: too many errors end the session.
+                transport = server.transport
+                if transport is not None:
+                    asyncio.get_running_loop().call_soon(transport.close)
+                return "421 4.7.0 Error: too many errors"
+        return reply
+
+    def _rcpt_reply(self, session: Session, envelope: Envelope, address: str) -> str:
         if self.rcpt_reply:
             return self.rcpt_reply
         if address in self.rcpt_replies:

@@ -152,6 +152,21 @@ async def test_every_recipient_limit_answer_sends_the_rest_in_further_transactio
     assert set(item) == {"id", "sent_ts"}
 
 
+async def test_recipients_past_the_limit_are_not_named_to_collect_errors(world: World) -> None:
+    """A Postfix-like server hangs up after a few errors: once the limit answered, the rest
+    wait for the next transaction instead of each collecting a 452."""
+    sink = SmtpSink(max_recipients=3, error_limit=3)
+    to = [f"r{i}@example.org" for i in range(10)]
+    async with smtp_server(sink) as port:
+        await _setup(world, port)
+        await world.enqueue("acme", "smtp1", {"id": "m1", "to": to})
+        async with running_sender(world):
+            await eventually(lambda: _is(world, "sent"))
+    assert [r.rcpt_tos for r in sink.received] == [to[0:3], to[3:6], to[6:9], to[9:10]]
+    assert sink.connections == 1
+    assert len(sink.rcpts_seen) == 13  # each of the 10 once, and 3 answered "too many"
+
+
 async def test_a_limit_per_session_goes_on_in_a_new_session(world: World) -> None:
     sink = SmtpSink(session_max_recipients=2)
     to = [f"r{i}@example.org" for i in range(5)]

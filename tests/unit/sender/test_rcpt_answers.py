@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mail_proxy_sender.delivery.rcpt_answers import RcptOutcome, enhanced_code, rcpt_outcome
-from mail_proxy_sender.delivery.smtp_client import Answer
+from mail_proxy_sender.delivery.failures import names_rate_limit
+from mail_proxy_sender.delivery.rcpt_answers import (
+    Answer,
+    RcptOutcome,
+    enhanced_code,
+    rcpt_outcome,
+)
 
 CASES = [
     (250, "OK", "rcpt", RcptOutcome.ACCEPTED),
@@ -43,3 +48,22 @@ def test_enhanced_codes_are_read_from_the_start_of_the_text() -> None:
     assert enhanced_code(" 5.1.1 x") == (5, 1, 1)
     assert enhanced_code("Too many 4.5.3") is None
     assert enhanced_code("4.5 x") is None
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "rate"),
+    [
+        (421, "4.7.0 Error: too many errors", False),  # Postfix smtpd_hard_error_limit
+        (452, "4.5.3 Too many recipients", False),
+        (421, "4.3.2 Service shutting down", False),
+        (451, "4.7.1 Greylisted, try again later", False),
+        (421, "4.7.0 Too many connections", True),
+        (421, "4.7.0 too many concurrent sessions", True),
+        (451, "4.7.1 Rate limit exceeded", True),
+        (450, "4.7.1 throttled: too many recipients from your IP", True),
+    ],
+)
+def test_only_answers_naming_a_rate_or_connection_limit_are_rate_limits(
+    code: int, text: str, rate: bool
+) -> None:
+    assert names_rate_limit(code, text) is rate
