@@ -189,6 +189,14 @@ def classify_connect_error(exc: BaseException, *, host: str, port: int) -> Deliv
         return AccountFailure(f"connection refused by {where}: check the host and port")
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
         return AccountFailure(f"no answer from {where} in time: check host, port and firewall")
+    if isinstance(exc, aiosmtplib.SMTPException) and "AUTH EXTENSION" in str(exc).upper():
+        # aiosmtplib's login() on a session without AUTH: before the STARTTLS check below,
+        # since its message may suggest STARTTLS too.
+        return AccountFailure(
+            f"{where} offers no login (AUTH) on this session, and the account has a user and "
+            "password: if the server wants TLS first, use its TLS port or set use_tls true; "
+            "else check the server or remove the credentials"
+        )
     if isinstance(exc, aiosmtplib.SMTPException) and "STARTTLS" in str(exc).upper():
         return AccountFailure(
             f"{where} does not offer STARTTLS, which the account requires (use_tls true): "

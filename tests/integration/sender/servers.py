@@ -272,7 +272,9 @@ async def smtp_server(
             tls_context=starttls,
             require_starttls=False,
             authenticator=authenticate if credentials else None,
-            auth_require_tls=False,
+            # A server without credentials offers no AUTH on a plain session (as relays that
+            # take mail without login do); one with credentials offers it without TLS too.
+            auth_require_tls=credentials is None,
             loop=loop,
         )
         opened.append(smtp)

@@ -144,7 +144,9 @@ async def test_connection_refused_holds_the_account_until_the_server_is_back(
     ("account", "says"),
     [
         ({"host": "no-such-host.invalid"}, "not found"),
-        ({"use_tls": True}, "STARTTLS"),
+        ({"use_tls": True}, "does not offer STARTTLS, which the account requires"),
+        # Credentials for a server offering no AUTH: said so, not blamed on STARTTLS.
+        ({"username": "u", "password": "p"}, "offers no login (AUTH)"),
     ],
 )
 async def test_other_account_faults_hold_the_queue_with_a_reason(
