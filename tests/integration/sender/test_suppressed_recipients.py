@@ -123,3 +123,27 @@ async def test_a_client_cannot_mark_recipients_suppressed_itself(world: World) -
         assert await _rows(world, "m1") == {}
         stored = (await list_messages(api))["messages"][0]
         assert "suppressed_recipients" not in stored["message"]
+
+
+async def test_a_suppressed_address_in_other_case_is_one_refused_recipient(world: World) -> None:
+    # Suppression lists match whatever the case; the recipient is listed once, as submitted.
+    sink = SmtpSink()
+    async with smtp_server(sink) as port, running_api(world.dsn) as api:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port)
+        await _suppress(api.client, api.admin(), "Sup@Example.ORG")
+        r = await add_messages(api, [message("m1", to=["SUP@example.org", "ok@example.org"])])
+        assert r.json() == {"ok": True, "queued": 1, "rejected": []}, r.text
+        async with running_sender(world):
+
+            async def sent() -> bool:
+                state = await world.fetchval("SELECT state FROM messages WHERE id = 'm1'")
+                return bool(state == "sent")
+
+            await eventually(sent)
+        [listed] = (await list_messages(api))["messages"]
+    assert [r.rcpt_tos for r in sink.received] == [["ok@example.org"]]
+    assert [(x["address"], x["status"]) for x in listed["recipients"]] == [
+        ("SUP@example.org", "refused"),
+        ("ok@example.org", "accepted"),
+    ]
