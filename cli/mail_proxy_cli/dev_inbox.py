@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from mail_proxy_cli.client import CliError
-from mail_proxy_cli.instances import home_dir, port_free
+from mail_proxy_cli.instances import home_dir, port_free, unwritable_message
 from mail_proxy_cli.output import Output, epoch
 from mail_proxy_cli.session import json_option
 
@@ -88,7 +88,12 @@ def run(port: int, folder: Path | None) -> None:
     if not port_free(HOST, port):
         raise CliError(f"port {port} on {HOST} is in use: choose another with --port")
     path = inbox_dir(folder)
-    catcher = Catcher(_open_maildir(path))
+    try:
+        maildir = _open_maildir(path)
+    except OSError as exc:
+        hint = "make it writable by this user, or catch into another folder with --dir <dir>"
+        raise CliError(unwritable_message(path, exc, what="dev inbox folder", hint=hint)) from exc
+    catcher = Catcher(maildir)
     controller = Controller(
         catcher,
         hostname=HOST,

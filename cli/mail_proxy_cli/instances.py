@@ -6,15 +6,18 @@ An instance is a folder `<home>/<name>/` (home: `GMP_HOME`, default `~/.mail-pro
 `encryption_key`, `server.log` and, while it runs, the owner lock and record
 (`mail_proxy.instance_owner`). Every `mail-proxy serve` on the folder registers there, whoever
 started it (`make run`, by hand, `start`), so `list`, `stop` and `NAME ...` see one registry and
-a second server on the same data is refused. `start` runs `mail-proxy serve` detached in its own
-session, so it outlives the shell that started it; `stop` sends SIGTERM (the server drains and
-stops its Postgres), waits, then kills, then stops a Postgres a killed server left behind.
+a second server on the same data is refused; a `serve --data-dir` outside the home is entered in
+it as a symbolic link `<home>/<name>` to its folder. `start` runs `mail-proxy serve` detached in
+its own session, so it outlives the shell that started it; `stop` sends SIGTERM (the server drains
+and stops its Postgres), waits, then kills, then stops a Postgres a killed server left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -22,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -61,6 +65,45 @@ _NOT_INHERITED = (
 
 class InstanceError(Exception):
     """Something about a local instance the user has to fix (message meant for them)."""
+
+
+# What a folder that cannot be written answers (read-only, not ours, not a folder, full).
+UNWRITABLE_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.EEXIST,
+        errno.ENOSPC,
+        errno.EDQUOT,
+    }
+)
+FOLDER_HINT = (
+    "make it writable by this user (chown/chmod, or a read-write mount), "
+    "or use another folder: GMP_HOME=<dir>, or `mail-proxy serve --data-dir <dir>`"
+)
+
+
+def unwritable_message(
+    path: Path | str, exc: OSError, *, what: str = "instance folder", hint: str = FOLDER_HINT
+) -> str:
+    """One line naming the folder, why it cannot be written, and what to do."""
+    reason = exc.strerror or str(exc)
+    return f"cannot write the {what} {path} ({reason}): {hint}"
+
+
+def require_writable(folder: Path) -> None:
+    """Refuse at once, in one line, a folder the command would write into but cannot: created
+    when missing, then a file made and removed in it (the permission bits alone do not tell,
+    e.g. for root or on a read-only mount). Raises `InstanceError`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InstanceError(unwritable_message(folder, exc)) from exc
 
 
 def home_dir() -> Path:
@@ -104,6 +147,30 @@ def save_config(folder: Path, instance: Instance) -> None:
     """Write `instance.json` in `folder` (a `serve` on a `--data-dir` records itself too)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(asdict(instance), indent=2) + "\n")
+
+
+def register_external(folder: Path) -> str | None:
+    """Enter a data dir outside the home in the registry (`list`, `NAME ...`, `stop`) as the
+    link `<home>/<folder name>` (suffixed with a hash of its path when that name is taken);
+    the name it is listed under, None for a folder already in the home. Raises OSError when
+    the home cannot be written."""
+    home = home_dir()
+    if folder.parent.resolve() == home.resolve():
+        return None
+    target = folder.resolve()
+    base = folder.name if NAME_PATTERN.match(folder.name) else "instance"
+    digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
+    for name in (base, f"{base[:54]}-{digest}"):
+        link = home / name
+        if link.is_symlink() and link.resolve() == target:
+            return name
+        if link.is_symlink() and not link.exists():
+            link.unlink()  # a link to a folder deleted since: the name is free again
+        if not link.exists() and not link.is_symlink():
+            home.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+            return name
+    raise FileExistsError(errno.EEXIST, "both registry names are taken", str(home / base))
 
 
 def check_name(name: str, reserved: set[str]) -> None:
@@ -162,8 +229,9 @@ def running_pid(instance: Instance) -> int | None:
 
 @contextlib.contextmanager
 def locked(instance: Instance) -> Iterator[None]:
-    """Serialise start/stop of one instance between concurrent `mail-proxy` commands."""
-    instance.folder.mkdir(parents=True, exist_ok=True)
+    """Serialise start/stop of one instance between concurrent `mail-proxy` commands; an
+    unwritable folder is refused first (`InstanceError`, one line)."""
+    require_writable(instance.folder)
     with open(instance.folder / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

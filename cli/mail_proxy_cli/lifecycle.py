@@ -195,10 +195,17 @@ def list_instances(as_json: bool) -> None:
 def delete(name: str, force: bool) -> None:
     """Stop instance NAME and delete its folder, database included."""
     inst = local_instance(name)
-    confirm_or_force(f"Delete instance {name!r} and all its data in {inst.folder}?", force=force)
+    confirm_or_force(
+        f"Delete instance {name!r} and all its data in {inst.folder.resolve()}?", force=force
+    )
     with instances.locked(inst):
         instances.stop(inst, timeout_seconds=_STOP_SECONDS)
-    shutil.rmtree(inst.folder)
+    if inst.folder.is_symlink():
+        # A `serve --data-dir` elsewhere, entered in the home as a link: its folder, then the link.
+        shutil.rmtree(inst.folder.resolve())
+        inst.folder.unlink()
+    else:
+        shutil.rmtree(inst.folder)
     click.echo(f"Instance {name!r} deleted.")
 
 
@@ -250,6 +257,7 @@ async def _regenerate_in(dsn: str) -> str:
 
 def _regenerate(inst: Instance) -> str:
     """A new admin token, set through the running server or, when stopped, in its database."""
+    instances.require_writable(inst.folder)  # the new token is kept there
     if instances.running_pid(inst) is not None:
         new = new_token()
         with ApiClient(inst.url, inst.admin_token()) as api:

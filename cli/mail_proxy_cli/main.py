@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,18 @@ from mail_proxy.large_files.secret import load_download_secret
 from mail_proxy.logs import configure_logging
 from mail_proxy.metrics import Metrics
 from mail_proxy_api.context import ApiContext
+from mail_proxy_cli.client import CliError
 from mail_proxy_cli.dev_inbox import dev_inbox
-from mail_proxy_cli.instances import Instance, save_config
+from mail_proxy_cli.instances import (
+    UNWRITABLE_ERRNOS,
+    Instance,
+    InstanceError,
+    home_dir,
+    register_external,
+    require_writable,
+    save_config,
+    unwritable_message,
+)
 from mail_proxy_cli.runtime import (
     KEY_FILE,
     Database,
@@ -123,6 +134,16 @@ async def _run_all(settings: Settings, db: Database) -> None:
         # This process owns the folder now: `mail-proxy list` and `NAME ...` find it there.
         folder = settings.instance_dir
         save_config(folder, Instance(name=folder.name, host=settings.host, port=settings.port))
+        try:
+            listed = register_external(folder)
+        except OSError as exc:
+            say(
+                f"warning: `mail-proxy list` will not show {folder}: cannot write "
+                f"{home_dir()} ({exc.strerror or exc})"
+            )
+        else:
+            if listed is not None:
+                say(f"listed as {listed!r} by `mail-proxy list` ({home_dir() / listed})")
     await _prepare(settings, db)
     stop = stop_event_on_signals()
     async with (
@@ -200,6 +221,11 @@ def _run(settings: Settings, coro_factory: object) -> None:
     configure_logging(settings.log_level, settings.log_format)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     command = click.get_current_context().info_name or "serve"
+    if settings.database_url is None:
+        try:
+            require_writable(settings.instance_dir)  # before Postgres or a key file is made
+        except InstanceError as exc:
+            raise CliError(str(exc)) from exc
     try:
         with database(settings, command=command) as db:
             _run_on_fastest_loop(coro_factory(settings, db))  # type: ignore[operator]
@@ -388,7 +414,21 @@ def rotate_key(new_key: str | None, data_dir: Path | None, instance_name: str | 
 
 
 def main() -> None:
-    cli(prog_name="mail-proxy")
+    """The `mail-proxy` command. A folder that cannot be written (instance folder, GMP_HOME,
+    dev inbox) ends it with one line naming the folder and what to do, exit status 1, wherever
+    the write was; commands check their instance folder up front, this is the net below."""
+    try:
+        cli(prog_name="mail-proxy")
+    except InstanceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE_ERRNOS:
+            raise
+        where = Path(exc.filename) if exc.filename is not None else home_dir()
+        folder = where if where.is_dir() or not where.parent.is_dir() else where.parent
+        click.echo(f"error: {unwritable_message(folder, exc, what='folder')}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

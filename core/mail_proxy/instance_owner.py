@@ -113,14 +113,37 @@ def current_owner(folder: Path) -> OwnerRecord | None:
 
     An owner that holds the lock but has not written its record yet is reported with pid 0.
     """
-    handle = _try_lock(folder) if folder.is_dir() else None
+    try:
+        handle = _try_lock(folder) if folder.is_dir() else None
+    except OSError:
+        # A folder this user may read but not write (read-only mount, someone else's): asked
+        # only who owns it, so `list` and `info` still answer.
+        return _owner_read_only(folder)
     if handle is not None:
-        with contextlib.closing(handle):
+        with contextlib.closing(handle), contextlib.suppress(OSError):
             (folder / OWNER_FILE).unlink(missing_ok=True)
         return None
     if not folder.is_dir():
         return None
     return _read_record(folder) or OwnerRecord(pid=0, command="(starting)")
+
+
+def _owner_read_only(folder: Path) -> OwnerRecord | None:
+    """`current_owner` without writing: a shared lock on the lock file opened for reading
+    conflicts with an owner's exclusive one; no lock file means nobody ever owned it."""
+    try:
+        handle = open(folder / LOCK_FILE)
+    except OSError:
+        return None
+    with contextlib.closing(handle):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_record(folder) or OwnerRecord(pid=0, command="(starting)")
+        except OSError:
+            return None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 class Ownership:

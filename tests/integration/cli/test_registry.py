@@ -141,3 +141,28 @@ def test_a_command_holding_the_database_is_named_when_start_is_refused(cli: Cli)
     assert refused.returncode == 1
     assert f"`mail-proxy migrate` (pid {os.getpid()})" in refused.stderr
     assert not processes_mentioning(str(folder))
+
+
+@pytest.mark.timeout(400)
+def test_a_serve_with_a_data_dir_outside_the_home_is_listed(cli: Cli, served: list[Served]) -> None:
+    """Issue 14: `serve --data-dir` anywhere is in the one registry (a link in the home)."""
+    elsewhere = cli.root / "projects" / "shop-mail"
+    first = Served(cli, free_port(), "--data-dir", str(elsewhere))
+    served.append(first)
+    first.wait_healthy()
+    [row] = cli.json("list")
+    assert row["name"] == "shop-mail"
+    assert row["running"] is True
+    assert row["pid"] == first.proc.pid
+    assert row["port"] == first.port
+    assert (cli.home / "shop-mail").resolve() == elsewhere.resolve()
+    assert cli.json("shop-mail", "info")["pid"] == first.proc.pid
+    assert "listed as 'shop-mail'" in first.log.read_text()
+
+    assert "stopped" in cli.run("stop", "shop-mail").stdout
+    assert first.proc.wait(timeout=60) == 0, first.log.read_text()
+    assert cli.json("list")[0]["running"] is False
+    assert "deleted" in cli.run("delete", "shop-mail", "--force").stdout
+    assert not elsewhere.exists()
+    assert not (cli.home / "shop-mail").is_symlink()
+    assert cli.json("list") == []
