@@ -116,8 +116,11 @@ class OutboundClient:
         json: Any = None,
         content: bytes | None = None,
         timeout_seconds: float | None = None,
+        max_body_bytes: int = 1024 * 1024,
     ) -> httpx.Response:
-        """Send and read the whole response body; raises `OutboundError` (never httpx's)."""
+        """Send and read the response body, at most `max_body_bytes` of it (a tenant's endpoint
+        must not make this process hold what it answers); raises `OutboundError` (never
+        httpx's), `OutboundPermanent` for a longer body."""
         async with self.stream(
             method,
             url,
@@ -126,8 +129,28 @@ class OutboundClient:
             content=content,
             timeout_seconds=timeout_seconds,
         ) as response:
-            await response.aread()
-        return response
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > max_body_bytes:
+                    raise OutboundPermanent(
+                        f"{method} {redact_url(str(url))}: the answer is longer than "
+                        f"{max_body_bytes} bytes"
+                    )
+                chunks.append(chunk)
+        # The body is decoded already: the new response must not decode it again.
+        kept = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=kept,
+            content=b"".join(chunks),
+            request=response.request,
+        )
 
     @contextlib.asynccontextmanager
     async def stream(

@@ -3,11 +3,13 @@ redirects and DNS answers checked at connect time, errors wrapped, URLs redacted
 
 from __future__ import annotations
 
+import gzip
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from mail_proxy.errors import (
     DestinationRefused,
@@ -61,6 +63,26 @@ async def test_allow_listed_cidr_and_host_name_are_reached() -> None:
             with pytest.raises(DestinationRefused):
                 await http.request("GET", f"{app.url}/x")  # 127.0.0.1 is not "localhost"
     assert len(app.hits("/x")) == 2
+
+
+async def test_an_answer_longer_than_the_cap_is_refused_without_being_held() -> None:
+    async def endless(_: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(10_000):  # 640 MB if read to the end
+                yield b"x" * 65536
+
+        return StreamingResponse(chunks())
+
+    async def zipped(_: Request) -> Response:
+        body = gzip.compress(b'{"ok": true}')
+        return Response(body, headers={"Content-Encoding": "gzip"}, media_type="application/json")
+
+    app = HttpApp({"/endless": endless, "/zipped": zipped})
+    async with http_server(app), OutboundClient(OutboundPolicy.parse(["127.0.0.0/8"])) as http:
+        with pytest.raises(OutboundPermanent, match="longer than 1048576 bytes"):
+            await http.request("POST", f"{app.url}/endless")
+        # A compressed answer within the cap reads as usual (decoded once).
+        assert (await http.request("POST", f"{app.url}/zipped")).json() == {"ok": True}
 
 
 async def test_a_redirect_to_a_private_address_is_refused() -> None:
