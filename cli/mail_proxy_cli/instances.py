@@ -149,18 +149,20 @@ def save_config(folder: Path, instance: Instance) -> None:
     (folder / CONFIG_FILE).write_text(json.dumps(asdict(instance), indent=2) + "\n")
 
 
-def register_external(folder: Path) -> str | None:
+def register_external(folder: Path, reserved: frozenset[str] = frozenset()) -> str | None:
     """Enter a data dir outside the home in the registry (`list`, `NAME ...`, `stop`) as the
     link `<home>/<folder name>` (suffixed with a hash of its path when that name is taken);
-    the name it is listed under, None for a folder already in the home. Raises OSError when
-    the home cannot be written."""
+    the name it is listed under, None for a folder already in the home. A command name
+    (`reserved`) is never used alone (`mail-proxy list ...` would be ambiguous). Raises OSError
+    when the home cannot be written."""
     home = home_dir()
     if folder.parent.resolve() == home.resolve():
         return None
     target = folder.resolve()
     base = folder.name if NAME_PATTERN.match(folder.name) else "instance"
     digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
-    for name in (base, f"{base[:54]}-{digest}"):
+    names = [f"{base[:54]}-{digest}"] if base in reserved else [base, f"{base[:54]}-{digest}"]
+    for name in names:
         link = home / name
         if link.is_symlink() and link.resolve() == target:
             return name

@@ -135,7 +135,9 @@ async def _run_all(settings: Settings, db: Database) -> None:
         folder = settings.instance_dir
         save_config(folder, Instance(name=folder.name, host=settings.host, port=settings.port))
         try:
-            listed = register_external(folder)
+            root = click.get_current_context().find_root()
+            commands = frozenset(cli.list_commands(root)) | {"help"}
+            listed = register_external(folder, commands)
         except OSError as exc:
             say(
                 f"warning: `mail-proxy list` will not show {folder}: cannot write "
