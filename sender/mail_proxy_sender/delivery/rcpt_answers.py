@@ -21,8 +21,9 @@ The mapping, first matching row wins (`Answer.stage` is where the answer came):
                                                             retry table (RFC 5321 4.2.1)
     any        5xx    any other                             REFUSED: final (RFC 5321 4.2.1)
 
-TOO_MANY is not a judgement on the recipient: the transaction that got it carries on with the
-others, and the recipients it left out go in the next transaction at once (same session when
+TOO_MANY is not a judgement on the recipient: the transaction that got it names nobody more
+(each would only collect an error, and servers hang up after a few), goes on to DATA with those
+accepted, and the recipients it left out go in the next transaction at once (same session when
 that one accepted somebody, else a new session). Only when a fresh session names nobody do they
 wait for the retry table, as `deferred` — never `refused` because of a recipient limit.
 A misread (a 452 meaning a full disk) costs one more transaction, never a recipient.

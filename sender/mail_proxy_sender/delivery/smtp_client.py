@@ -90,16 +90,17 @@ class SmtpTarget:
 
 @dataclass
 class TransactionResult:
-    """One MAIL/RCPT/DATA transaction. `answers` per recipient named; `ended` when the session
-    ended under it (421, connection lost) or the server refused the message itself (MAIL or
-    DATA with no recipient accepted at RCPT is in `answers`); `untried` were never named."""
+    """One MAIL/RCPT/DATA transaction. `answers` per recipient answered; `ended` when the
+    session ended under it (421, hang-up, timeout); `untried` got no answer of their own: not
+    named (after a too-many-recipients answer, or after the session ended), or accepted at RCPT
+    when the session ended before the end of DATA."""
 
     answers: dict[str, Answer]
     untried: list[str]
     ended: DeliveryFailure | None = None
     # The server refused the message itself (at MAIL or DATA): the same answer for everybody.
     refused_message: DeliveryFailure | None = None
-    # The recipient whose RCPT the server ended the session at (421), with that answer.
+    # The recipient whose RCPT the session ended at, with the answer when there was one (421).
     ended_at: Answer | None = None
     ended_at_address: str | None = None
 
