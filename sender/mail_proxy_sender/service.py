@@ -147,9 +147,9 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     routing = RoutingCache(ctx.pool)
     await routing.refresh()
 
-    async def on_throttled(job: Job) -> None:
+    async def on_throttled(job: Job, untried: bool = False) -> None:
         if dispatcher is not None:
-            await dispatcher.on_throttled(job)
+            await dispatcher.on_throttled(job, untried=untried)
 
     async def on_too_many_connections(job: Job) -> bool:
         return dispatcher is not None and await dispatcher.on_too_many_connections(job)

@@ -78,7 +78,7 @@ class Deliverer:
         keeper: LeaseKeeper,
         smtp_options: SmtpOptions,
         metrics: Metrics,
-        on_throttled: Callable[[Job], Awaitable[None]],
+        on_throttled: Callable[[Job, bool], Awaitable[None]],
         on_too_many_connections: Callable[[Job], Awaitable[bool]],
         on_account_failure: Callable[[Job, AccountFailure], Awaitable[None]] = _nothing_failed,
         on_account_ok: Callable[[Job], Awaitable[None]] = _nothing_ok,
@@ -201,6 +201,12 @@ class Deliverer:
                     job
                 ):
                     return None, _REQUEUED
+                if isinstance(failure, Throttled):
+                    # Refused before MAIL (421 greeting): the message was not tried. The
+                    # account rests; the message waits without an attempt counted, so a relay
+                    # in maintenance for hours never uses up anybody's retries.
+                    await self._on_throttled(job, True)
+                    return None, _HELD
                 if isinstance(failure, AccountFailure):
                     await self._on_account_failure(job, failure)
                     return None, _HELD
@@ -233,7 +239,7 @@ class Deliverer:
             if not tally.fates and not job.message.recipients and not tally.suspects:
                 return conn, ended  # nobody settled: the message's failure, as before
             if isinstance(ended, Throttled):
-                await self._on_throttled(job)
+                await self._on_throttled(job, False)
             tally.defer(tally.to_send(), ended)
             return conn, None
 
@@ -372,7 +378,7 @@ class Deliverer:
         self._log_failure(job, outcome.state, failure.described)
         self._writer.put(Recorded(outcome, job.labels, job.message.created_ts))
         if isinstance(failure, Throttled):
-            await self._on_throttled(job)
+            await self._on_throttled(job, False)
 
     @staticmethod
     def _log_failure(job: Job, state: str, reason: str) -> None:

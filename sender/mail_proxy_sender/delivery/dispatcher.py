@@ -252,11 +252,15 @@ class Dispatcher:
             del self._lanes[pk]
             self._refill_below.pop(pk, None)
 
-    async def on_throttled(self, job: Job) -> None:
-        """The server said 421/451: back the account off and give back what waits for it."""
+    async def on_throttled(self, job: Job, *, untried: bool = False) -> None:
+        """The server said 421/451: back the account off and give back what waits for it;
+        with `untried`, `job` too (the server refused the session before anything was sent:
+        no attempt is counted against the message)."""
         s = self._d.settings
         lane = self._lanes.get(job.message.account_pk)
         waiting = lane.take_queued() if lane is not None else []
+        if untried:
+            waiting.append(job)
         try:
             async with self._d.pool.acquire() as conn:
                 until = await throttle_account(

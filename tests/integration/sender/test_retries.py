@@ -143,6 +143,27 @@ async def test_throttling_answer_backs_the_account_off(world: World) -> None:
     assert untried == 4
 
 
+async def test_a_server_refusing_sessions_never_uses_up_retries(world: World) -> None:
+    # A relay in maintenance answers 421 at the greeting more times than max_retries: the
+    # account rests each time, the message waits untried, and is sent when the relay is back.
+    sink = SmtpSink(
+        hangup_at="connect", hangup_reply="421 4.3.2 Service not available", hangups_left=4
+    )
+    async with smtp_server(sink) as port:
+        await _setup(world, port)
+        await world.enqueue("acme", "smtp1", {"id": "m1"})
+        async with running_sender(
+            world, max_retries=2, throttle_base_seconds=0.2, throttle_max_seconds=0.5
+        ):
+            await eventually(lambda: _is(world, "sent"))
+    assert sink.hangups_left == 0
+    assert await world.fetchval("SELECT attempts FROM messages") == 1
+    events = await world.fetchval(
+        "SELECT count(*) FROM message_events WHERE event_type IN ('deferred', 'error')"
+    )
+    assert events == 0
+
+
 async def _is(world: World, state: str, message_id: str = "m1") -> bool:
     return await _state(world, message_id) == state
 
