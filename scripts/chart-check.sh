@@ -92,6 +92,22 @@ for f in "$TMP"/rendered/*.yaml; do
   log "rendered $(basename "$f"): $(grep -c '^kind:' "$f") objects"
 done
 
+# The operator applies the API's large-file rule (issue 12), so it gets the same base URL.
+log "largeFiles.downloadBaseUrl reaches the API, sender and operator pods"
+"$HELM" template base "$CHART" --set largeFiles.downloadBaseUrl=https://mail.example.org \
+  | "$PYTHON" -c '
+import sys, yaml
+deployments = {
+    d["metadata"]["name"]: d for d in yaml.safe_load_all(sys.stdin)
+    if d and d["kind"] == "Deployment"
+}
+for name, d in deployments.items():
+    env = {e["name"]: e.get("value") for c in d["spec"]["template"]["spec"]["containers"]
+           for e in c.get("env", [])}
+    if env.get("GMP_DOWNLOAD_BASE_URL") != "https://mail.example.org":
+        sys.exit(f"{name} lacks GMP_DOWNLOAD_BASE_URL")
+print(len(deployments), "deployments")' >/dev/null || die "GMP_DOWNLOAD_BASE_URL missing from a pod"
+
 # Values the chart must refuse (schema or template checks), with the reason it must give.
 refuse() {
   local want="$1"; shift
