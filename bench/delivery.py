@@ -242,6 +242,7 @@ async def one_run(
         GMP_API_TOKEN=ADMIN_TOKEN,
         GMP_HOST="127.0.0.1",
         GMP_LOG_LEVEL="WARNING",
+        GMP_OUTBOUND_ALLOW="127.0.0.1/32",  # the SMTP sink is on loopback
     )
     api_port = free_port()
     api = Proc(["api"], {**base_env, "GMP_PORT": str(api_port)}, logs / f"api-{run}.log")

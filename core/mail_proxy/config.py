@@ -18,6 +18,8 @@ from mail_proxy.errors import ConfigError
 from mail_proxy.outbound import OutboundPolicy
 
 DEFAULT_HOME = Path("~/.mail-proxy").expanduser()
+# What an embedded (laptop) instance may reach for tenants when GMP_OUTBOUND_ALLOW is unset.
+LOOPBACK = ("127.0.0.0/8", "::1/128", "localhost")
 
 
 class Settings(BaseSettings):
@@ -103,9 +105,10 @@ class Settings(BaseSettings):
     cache_disk_max_mb: float = 500.0
     cache_disk_ttl_seconds: float = 3600.0
     cache_disk_threshold_kb: float = 100.0
-    # Outbound calls on a tenant's behalf (attachments, reports, webhooks) reach public addresses
-    # only; these CIDRs and host names (`*.domain` for a whole domain) are allowed besides.
-    outbound_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    # Connections made on a tenant's behalf (attachments, reports, webhooks, SMTP account hosts,
+    # tenant IMAP mailboxes) reach public addresses only; these CIDRs and host names (`*.domain`
+    # for a whole domain) are allowed besides. Unset in embedded (laptop) mode: loopback only.
+    outbound_allow: Annotated[tuple[str, ...] | None, NoDecode] = None
     # Large files (SPEC section 6, tenant `large_file_config`). The secret signing download
     # links (shared by every API and sender pod; generated in embedded mode); the public URL of
     # the API for links when a tenant has no `public_base_url`; the largest attachment that may
@@ -269,16 +272,21 @@ class Settings(BaseSettings):
 
     @field_validator("outbound_allow")
     @classmethod
-    def _valid_allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _valid_allow(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         try:
-            OutboundPolicy.parse(value)
+            OutboundPolicy.parse(value or ())
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
 
     @property
     def outbound_policy(self) -> OutboundPolicy:
-        """`outbound_allow` parsed (validated when the settings were built)."""
+        """`outbound_allow` parsed (validated when the settings were built). When it is not set
+        at all and the instance is embedded (a laptop: no GMP_DATABASE_URL), this machine's
+        loopback is allowed, so a local catcher (`mail-proxy dev-inbox`) or a local app's sync
+        endpoint can be reached; set GMP_OUTBOUND_ALLOW (even empty) to decide otherwise."""
+        if self.outbound_allow is None:
+            return OutboundPolicy.parse(LOOPBACK if self.embedded else ())
         return OutboundPolicy.parse(self.outbound_allow)
 
     @field_validator("smtp_implicit_tls_ports", mode="before")

@@ -174,6 +174,7 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
             ca_file=s.smtp_ca_file,
             reconnect_attempts=s.smtp_reconnect_attempts,
             data_timeout_seconds=s.smtp_data_timeout_seconds,
+            policy=s.outbound_policy,  # account hosts are a tenant's choice too
         ),
         metrics=ctx.metrics,
         on_throttled=on_throttled,

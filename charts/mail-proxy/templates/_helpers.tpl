@@ -158,6 +158,8 @@ else a fresh one. (dict "ctx" $ "name" <secret> "key" <data key> "fresh" <base64
   value: {{ .Values.config.dbPoolMin | quote }}
 - name: GMP_DB_POOL_MAX
   value: {{ .Values.config.dbPoolMax | quote }}
+- name: GMP_OUTBOUND_ALLOW
+  value: {{ join "," .Values.config.outboundAllow | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

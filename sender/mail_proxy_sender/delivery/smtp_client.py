@@ -9,6 +9,13 @@ TLS modes (reference section 7.2, with verification on by default):
 Certificates are verified against the system store (plus `smtp_ca_file`) unless the account
 sets `tls_verify` false. Failures leave as `DeliveryFailure` types (see `failures`): opening a
 session fails with the account's failure, a transaction reports each recipient's answer.
+
+The account's host is chosen by a tenant, so it is vetted like every destination reached on a
+tenant's behalf (`mail_proxy_sender.outbound.destinations`, SPEC section 13): resolved once, every
+address judged by the outbound policy (public only, plus `GMP_OUTBOUND_ALLOW`), and the socket
+opened to a vetted address, never to the name again (no DNS-rebinding window). TLS still uses
+the host name for SNI and certificate verification. A refused host is the account's failure with
+one fixed reason; what it resolved to is only in the server log.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache, lru_cache
 from pathlib import Path
@@ -27,7 +34,10 @@ from aiosmtplib.email import quote_address
 from aiosmtplib.typing import SMTPStatus
 
 from mail_proxy.encryption import SecretBox
+from mail_proxy.errors import DestinationRefused
+from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.delivery.failures import (
+    AccountFailure,
     DeliveryFailure,
     SessionEnded,
     TemporaryFailure,
@@ -36,6 +46,13 @@ from mail_proxy_sender.delivery.failures import (
     classify_smtp_error,
 )
 from mail_proxy_sender.delivery.rcpt_answers import Answer, RcptOutcome, rcpt_outcome
+from mail_proxy_sender.outbound.destinations import (
+    Resolver,
+    Unresolvable,
+    connect_socket,
+    system_resolver,
+    vetted_addresses,
+)
 
 
 @lru_cache(maxsize=4096)
@@ -113,6 +130,9 @@ class SmtpOptions:
     local_hostname: str
     reconnect_attempts: int = 2  # new sessions for one message after a 421 / dropped one
     data_timeout_seconds: float = 600.0  # the end-of-DATA answer (RFC 5321 4.5.3.2.6)
+    # Where account hosts may point: public addresses, plus GMP_OUTBOUND_ALLOW.
+    policy: OutboundPolicy = field(default_factory=OutboundPolicy)
+    resolver: Resolver = system_resolver
 
 
 @cache
@@ -133,6 +153,7 @@ def default_options(
     ca_file: Path | None,
     reconnect_attempts: int = 2,
     data_timeout_seconds: float = 600.0,
+    policy: OutboundPolicy | None = None,
 ) -> SmtpOptions:
     return SmtpOptions(
         timeout_seconds,
@@ -141,6 +162,7 @@ def default_options(
         socket.gethostname(),
         reconnect_attempts,
         max(timeout_seconds, data_timeout_seconds),
+        policy or OutboundPolicy(),
     )
 
 
@@ -151,9 +173,10 @@ class SmtpConnection:
         self.target = target
         self._options = options
         mode = target.tls_mode(options.implicit_tls_ports)
+        # Connected through a socket opened to a vetted address (`open`); the host name stays
+        # for TLS (SNI, certificate check) and for errors.
         self._client = aiosmtplib.SMTP(
             hostname=target.host,
-            port=target.port,
             local_hostname=options.local_hostname,
             timeout=options.timeout_seconds,
             use_tls=mode is TlsMode.IMPLICIT,
@@ -169,8 +192,9 @@ class SmtpConnection:
     async def open(self) -> None:
         """Connect, negotiate TLS and log in; raises the account's `DeliveryFailure`
         (`AccountFailure` with what to fix, or `Throttled` for a 421 greeting)."""
+        sock = await self._vetted_socket()
         try:
-            await self._client.connect()
+            await self._client.connect(sock=sock)
             if self._client.is_ehlo_or_helo_needed:
                 # EHLO now (connect only does it for STARTTLS/AUTH): the extensions decide
                 # how a message goes (SMTPUTF8, SIZE).
@@ -182,8 +206,28 @@ class SmtpConnection:
                 await self._client.login(self.target.username, self.target.password)
         except Exception as exc:
             self._client.close()
+            sock.close()
             raise classify_connect_error(exc, host=self.target.host, port=self.target.port) from exc
         self.opened_at = time.monotonic()
+
+    async def _vetted_socket(self) -> socket.socket:
+        """A TCP socket connected to an address of the account's host that the policy allows."""
+        timeout = self._options.timeout_seconds
+        try:
+            addresses = await vetted_addresses(
+                self._options.policy,
+                self.target.host,
+                self.target.port,
+                resolver=self._options.resolver,
+                timeout_seconds=timeout,
+                purpose="smtp",
+            )
+        except (DestinationRefused, Unresolvable) as exc:
+            raise AccountFailure(f"SMTP host {exc}") from exc
+        try:
+            return await connect_socket(addresses, self.target.port, timeout_seconds=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise classify_connect_error(exc, host=self.target.host, port=self.target.port) from exc
 
     @property
     def smtputf8(self) -> bool:

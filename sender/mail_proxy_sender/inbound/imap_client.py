@@ -11,6 +11,11 @@ Security modes: `ssl` (implicit TLS, IMAPS), `starttls` (RFC 3501 STARTTLS on th
 refused when the server does not offer it) and `plain`. Certificates are verified against the
 system store or `ca_file`. Every command has a timeout; failures raise `ImapError` (the cause
 chained), never a library exception, and the password never appears in a log or an error.
+
+A tenant's mailbox host (its bounce mailbox, a PEC account) is vetted like every destination
+reached on a tenant's behalf (`mail_proxy_sender.outbound.destinations`): resolved once, judged
+by `target.policy`, and the socket opened to the vetted address (TLS keeps the host name for
+SNI and the certificate check). The instance's own mailbox (`policy` None) is the admin's.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +31,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import aioimaplib
+
+from mail_proxy.errors import DestinationRefused
+from mail_proxy.outbound import OutboundPolicy
+from mail_proxy_sender.outbound.destinations import (
+    Resolver,
+    Unresolvable,
+    connect_socket,
+    system_resolver,
+    vetted_addresses,
+)
 
 Security = Literal["ssl", "starttls", "plain"]
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
@@ -45,6 +61,9 @@ class ImapTarget:
     security: Security = "ssl"
     timeout_seconds: float = 30.0
     ca_file: Path | None = None
+    # Where a tenant's mailbox may point (None: the instance's own mailbox, set by the admin).
+    policy: OutboundPolicy | None = None
+    resolver: Resolver = system_resolver
 
     def __repr__(self) -> str:  # never the password
         return f"ImapTarget({self.security}://{self.user}@{self.host}:{self.port}/{self.folder})"
@@ -71,6 +90,61 @@ def _check(response: Any, what: str) -> Any:
     return response
 
 
+class _SocketIMAP4(aioimaplib.IMAP4):  # type: ignore[misc]  # aioimaplib ships no types
+    """aioimaplib's client on a socket already connected to a vetted address: `create_client`
+    (its hook for making the connection) wraps that socket, with TLS for the host name."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        host: str,
+        *,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self._sock = sock
+        super().__init__(host, 0, timeout=timeout, ssl_context=ssl_context)
+
+    def create_client(
+        self,
+        host: str,
+        port: int,
+        loop: asyncio.AbstractEventLoop | None,
+        conn_lost_cb: Any = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(
+            local_loop.create_connection(
+                lambda: self.protocol,
+                sock=self._sock,
+                ssl=ssl_context,
+                server_hostname=host if ssl_context is not None else None,
+            )
+        )
+
+
+async def _vetted_socket(target: ImapTarget) -> socket.socket:
+    try:
+        if target.policy is None:
+            addresses = await target.resolver(target.host, target.port)
+        else:
+            addresses = await vetted_addresses(
+                target.policy,
+                target.host,
+                target.port,
+                resolver=target.resolver,
+                timeout_seconds=target.timeout_seconds,
+                purpose="imap",
+            )
+    except (DestinationRefused, Unresolvable) as exc:
+        raise ImapError(f"IMAP host {exc}") from None
+    except OSError as exc:  # the instance mailbox's name did not resolve
+        raise ImapError(f"cannot resolve {target.host[:100]!r}: {exc}") from None
+    return await connect_socket(addresses, target.port, timeout_seconds=target.timeout_seconds)
+
+
 class ImapSession:
     def __init__(self, client: Any, target: ImapTarget) -> None:
         self._client = client
@@ -82,13 +156,15 @@ class ImapSession:
     async def open(cls, target: ImapTarget) -> AsyncIterator[ImapSession]:
         timeout = target.timeout_seconds
         client: Any = None
+        sock: socket.socket | None = None
         try:
-            if target.security == "ssl":
-                client = aioimaplib.IMAP4_SSL(
-                    target.host, target.port, timeout=timeout, ssl_context=_tls_context(target)
-                )
-            else:
-                client = aioimaplib.IMAP4(target.host, target.port, timeout=timeout)
+            sock = await _vetted_socket(target)
+            client = _SocketIMAP4(
+                sock,
+                target.host,
+                timeout=timeout,
+                ssl_context=_tls_context(target) if target.security == "ssl" else None,
+            )
             await client.wait_hello_from_server()
             session = cls(client, target)
             if target.security == "starttls":
@@ -96,17 +172,17 @@ class ImapSession:
             _check(await client.login(target.user, target.password), "LOGIN")
             await session._select()
         except (OSError, TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as exc:
-            await _close(client)
+            await _close(client, sock)
             raise ImapError(f"{type(exc).__name__} talking to {target!r}: {exc}") from None
         except ImapError:
-            await _close(client)
+            await _close(client, sock)
             raise
         try:
             yield session
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.logout(), timeout)
-            await _close(client)
+            await _close(client, sock)
 
     async def _starttls(self) -> None:
         protocol = self._client.protocol
@@ -204,7 +280,9 @@ class ImapSession:
             await self._call("EXPUNGE", self._client.expunge())
 
 
-async def _close(client: Any) -> None:
+async def _close(client: Any, sock: socket.socket | None = None) -> None:
+    if sock is not None:
+        sock.close()  # once asyncio wraps it, the transport closes it too: closing twice is fine
     if client is None:
         return
     with contextlib.suppress(Exception):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,7 +44,6 @@ from mail_proxy.metrics import Metrics
 from mail_proxy_sender.delivery.waiting import first_of
 from mail_proxy_sender.inbound.handlers import Handled, HandlerPolicy, handle_bounce, handle_pec
 from mail_proxy_sender.inbound.imap_client import ImapError, ImapSession, ImapTarget
-from mail_proxy_sender.outbound.guard import system_resolver
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +127,10 @@ class MailboxPoller:
             security=m.security,
             timeout_seconds=self._d.settings.imap_timeout_seconds,
             ca_file=self._d.settings.imap_ca_file,
+            # A tenant chose this host (its own bounce mailbox, a PEC account): public addresses
+            # only, or what GMP_OUTBOUND_ALLOW allows (SPEC section 13). The instance mailbox is
+            # the admin's.
+            policy=None if self.mailbox.tenant_id is None else self._d.settings.outbound_policy,
         )
 
     async def _poll_and_record(self, state: MailboxState) -> None:
@@ -148,32 +150,10 @@ class MailboxPoller:
                 now
             )
 
-    async def _check_destination(self) -> None:
-        """A tenant chose this host (its own bounce mailbox, a PEC account): like every call
-        made on a tenant's behalf it may only reach public addresses, or what
-        GMP_OUTBOUND_ALLOW allows (SPEC section 13). The instance mailbox is the admin's."""
-        if self.mailbox.tenant_id is None:
-            return
-        policy = self._d.settings.outbound_policy
-        host = self.mailbox.host
-        if policy.allows_host(host):
-            return
-        try:
-            addresses = await system_resolver(host, self.mailbox.port)
-        except OSError as exc:
-            raise ImapError(f"cannot resolve {host}: {exc}") from None
-        refused = [a for a in addresses if not policy.allows_address(ipaddress.ip_address(a))]
-        if refused or not addresses:
-            raise ImapError(
-                f"IMAP host {host} resolves to a non-public address; "
-                "the admin can allow it with GMP_OUTBOUND_ALLOW"
-            )
-
     async def _poll(self, state: MailboxState) -> None:
         policy = self._d.policy()
         if policy is None:
             raise ImapError("bounce routing not loaded yet")
-        await self._check_destination()
         async with ImapSession.open(self._target()) as imap:
             last_uid = state.last_uid
             if state.uidvalidity is not None and state.uidvalidity != imap.uidvalidity:

@@ -13,6 +13,6 @@ Public surface (everything else here is private):
 
 from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.outbound.client import OutboundClient
-from mail_proxy_sender.outbound.guard import Resolver
+from mail_proxy_sender.outbound.destinations import Resolver
 
 __all__ = ["OutboundClient", "OutboundPolicy", "Resolver"]

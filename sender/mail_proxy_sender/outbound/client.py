@@ -29,7 +29,8 @@ import httpx
 from mail_proxy.errors import MailProxyError, OutboundPermanent, OutboundTemporary
 from mail_proxy.outbound import OutboundPolicy
 from mail_proxy.redact import redact_text, redact_url
-from mail_proxy_sender.outbound.guard import Resolver, guarded_transport, system_resolver
+from mail_proxy_sender.outbound.destinations import Resolver, system_resolver
+from mail_proxy_sender.outbound.guard import guarded_transport
 
 _PERMANENT = (
     httpx.InvalidURL,

@@ -1,42 +1,70 @@
 # SPDX-License-Identifier: Apache-2.0
 """The SSRF guard inside the HTTP stack: every TCP connection is checked where it is opened.
 
-`GuardedBackend` is an httpcore network backend (httpcore's own plug point for how connections
-are made). For each connection it resolves the host name itself, keeps only the addresses the
-`OutboundPolicy` allows, and connects to one of *those addresses* (TLS still verifies and sends
-SNI for the host name). So the address that is checked is the address that is used: a redirect
-opens a new connection and is checked again, and a name that resolves to a public address once
-and a private one later (DNS rebinding) is judged on the answer actually used.
+`GuardedBackend` is an httpcore network backend (httpcore's public plug point for how
+connections are made). For each connection it resolves the host name once
+(`destinations.vetted_addresses`), keeps only the addresses the `OutboundPolicy` allows, and
+connects to one of *those addresses* (TLS still verifies and sends SNI for the host name). So
+the address that is checked is the address that is used: a redirect opens a new connection and
+is checked again, and a name that resolves to a public address once and a private one later
+(DNS rebinding) is judged on the answer actually used.
 
-`guarded_transport` is an httpx transport whose connection pool uses it. Environment proxies are
-ignored on purpose: a proxy would make the checked address the proxy's, not the destination's.
+`GuardedTransport` is an httpx transport built only from public API: it subclasses
+`httpx.AsyncBaseTransport` and owns an `httpcore.AsyncConnectionPool` given the backend through
+its `network_backend` argument; it converts requests, responses and httpcore errors the way
+httpx's own transport does. Nothing private is patched, so an httpx upgrade cannot silently
+route around the guard. Environment proxies are never used: a proxy would make the checked
+address the proxy's, not the destination's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-from collections.abc import Awaitable, Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
-from mail_proxy.errors import DestinationRefused, OutboundPermanent
-from mail_proxy.outbound import OutboundPolicy, valid_host_name
+from mail_proxy.errors import DestinationRefused
+from mail_proxy.outbound import OutboundPolicy
+from mail_proxy_sender.outbound.destinations import (
+    Resolver,
+    Unresolvable,
+    system_resolver,
+    vetted_addresses,
+)
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-"""(host, port) -> the IP addresses it resolves to, as strings; raises OSError on failure."""
+__all__ = ["GuardedBackend", "GuardedTransport", "Resolver", "guarded_transport"]
+
+# httpcore error -> the httpx error httpx's own transport raises for it (most specific first).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
 
 
-async def system_resolver(host: str, port: int) -> list[str]:
-    """The operating system's resolver (getaddrinfo), run off the event loop."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen: dict[str, None] = {}
-    for *_, sockaddr in infos:
-        seen.setdefault(str(sockaddr[0]), None)
-    return list(seen)
+@contextlib.contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for core, public in _ERRORS:
+            if isinstance(exc, core):
+                raise public(str(exc)) from exc
+        raise
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -55,11 +83,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        if self._policy.allows_host(host):
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        if not _is_ip(host) and not valid_host_name(host.rstrip(".").lower()):
-            raise OutboundPermanent(f"{host[:100]!r} is not a valid host name")
-        addresses = await self._allowed_addresses(host, port, timeout)
+        try:
+            addresses = await vetted_addresses(
+                self._policy,
+                host,
+                port,
+                resolver=self._resolver,
+                timeout_seconds=timeout,
+                purpose="http",
+            )
+        except Unresolvable as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            raise httpcore.ConnectError(str(exc)) from exc
         last: Exception | None = None
         for address in addresses:
             try:
@@ -70,31 +106,6 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
                 last = exc
         assert last is not None
         raise last
-
-    async def _allowed_addresses(
-        self, host: str, port: int, timeout_seconds: float | None
-    ) -> list[str]:
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                resolved = await self._resolver(host, port)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
-        except (OSError, UnicodeError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        allowed = []
-        for text in resolved:
-            try:
-                address = ipaddress.ip_address(text.split("%", 1)[0])
-            except ValueError:
-                continue
-            if self._policy.allows_address(address):
-                allowed.append(str(address))
-        if not allowed:
-            raise DestinationRefused(
-                f"{host} resolves to no public address (refused: private, loopback, "
-                "link-local or reserved; an admin may allow it with GMP_OUTBOUND_ALLOW)"
-            )
-        return allowed
 
     async def connect_unix_socket(
         self,
@@ -108,12 +119,67 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+class _ResponseStream(httpx.AsyncByteStream):
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        if hasattr(self._stream, "aclose"):
+            with _httpx_errors():
+                await self._stream.aclose()
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose every connection goes through `GuardedBackend`."""
+
+    def __init__(
+        self,
+        policy: OutboundPolicy,
+        *,
+        resolver: Resolver = system_resolver,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self.backend = GuardedBackend(policy, resolver=resolver)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=self.backend,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            raise TypeError("a synchronous request body on an async transport")
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _httpx_errors():
+            response = await self._pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_ResponseStream(response.stream),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
 
 
 def guarded_transport(
@@ -121,18 +187,6 @@ def guarded_transport(
     *,
     resolver: Resolver = system_resolver,
     limits: httpx.Limits | None = None,
-) -> httpx.AsyncHTTPTransport:
+) -> GuardedTransport:
     """An httpx transport whose every connection goes through `GuardedBackend`."""
-    limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-    transport = httpx.AsyncHTTPTransport(trust_env=False, limits=limits)
-    # httpx builds its httpcore pool without a way to pass a network backend, so the pool it
-    # built is replaced by the same pool with ours. `_pool` is the one private name used here;
-    # the SSRF tests fail at once if an httpx upgrade moves it.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(trust_env=False),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=GuardedBackend(policy, resolver=resolver),
-    )
-    return transport
+    return GuardedTransport(policy, resolver=resolver, limits=limits)

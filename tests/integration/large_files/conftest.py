@@ -76,7 +76,8 @@ class Offload:
         """Send one message `m1` through a real sender; the sink and the sender's context."""
         sink = sink or SmtpSink()
         async with smtp_server(sink) as port:
-            await self.world.account("acme", "smtp1", port)
+            # By name: tests that refuse loopback allow "localhost" to keep the sink reachable.
+            await self.world.account("acme", "smtp1", port, host="localhost")
             await self.world.enqueue(
                 "acme", "smtp1", {"id": "m1", "attachments": attachments, **(message or {})}
             )

@@ -319,7 +319,7 @@ async def test_http_url_attachments_stream_through_the_outbound_guard(offload: O
         assert (await offload.api.client.get(url)).content == BIG
 
         await offload.world.execute("DELETE FROM messages")
-        refused_sink, _ = await offload.send([attachment], outbound_allow=())
+        refused_sink, _ = await offload.send([attachment], outbound_allow=("localhost",))
     row = await offload.world.message("acme", "m1")
     assert row["state"] == "error"
     assert "127.0.0.1" in row["error"]

@@ -37,6 +37,8 @@ class SenderProcess:
             GMP_HOST="127.0.0.1",
             GMP_SENDER_METRICS_PORT=str(self.port),
             GMP_LOG_LEVEL="WARNING",
+            # The test's SMTP and HTTP servers are on loopback, which the guard refuses otherwise.
+            GMP_OUTBOUND_ALLOW="127.0.0.1/32",
         )
         for key_name, value in settings.items():
             if isinstance(value, tuple):

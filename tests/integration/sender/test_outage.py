@@ -48,6 +48,7 @@ async def serving(dsn: str, key: str, log_path: Path) -> AsyncIterator[tuple[Any
         GMP_PORT=str(port),
         GMP_SENDER_METRICS_PORT="0",
         GMP_LOG_LEVEL="WARNING",
+        GMP_OUTBOUND_ALLOW="127.0.0.1/32",  # the test's SMTP sink is on loopback
     )
     log = log_path.open("wb")
     proc = await asyncio.create_subprocess_exec(

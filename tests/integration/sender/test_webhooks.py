@@ -228,12 +228,12 @@ async def test_private_addresses_are_refused_unless_allow_listed(world: World) -
     sink = SmtpSink()
     async with smtp_server(sink) as port, http_server(HttpApp()) as app:
         await world.tenant("acme")
-        await world.account("acme", "smtp1", port)
+        await world.account("acme", "smtp1", port, host="localhost")  # allow-listed by name
         secret = await _webhook(world, app.url + "/hooks")
         await _webhook(world, "http://169.254.169.254/latest/meta-data", webhook_id="meta")
         receiver = Receiver(secret)
         app.routes["/hooks"] = receiver
-        async with running_sender(world, outbound_allow=(), **FAST_RETRIES):
+        async with running_sender(world, outbound_allow=("localhost",), **FAST_RETRIES):
             await world.enqueue("acme", "smtp1", {"id": "m1"})
             await eventually(lambda: _states_are(world, ["failed", "failed"]))
     assert app.requests == []
