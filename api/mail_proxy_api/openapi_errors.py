@@ -59,7 +59,7 @@ OPERATION_ERRORS: dict[str, tuple[int, ...]] = {
     "GET /health": (),
     "GET /ready": (503,),
     "GET /status": _DB + _TOKEN,
-    "GET /metrics": (401,),
+    "GET /metrics": (401, 404),
     "POST /commands/add-messages": _WRITE,
     "POST /commands/delete-messages": _WRITE,
     "POST /commands/cleanup-messages": _WRITE,

@@ -125,6 +125,8 @@ async def _run_api(settings: Settings, db: Database) -> None:
             download_secret=_download_secret(settings),
         )
         say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
+        if settings.api_metrics_port is not None:
+            say(f"API metrics on http://{settings.host}:{settings.api_metrics_port}/metrics")
         await serve_api(ctx, settings, stop)
 
 
@@ -166,6 +168,8 @@ async def _run_all(settings: Settings, db: Database) -> None:
             download_secret=secret,
         )
         say(f"mail-proxy API listening on http://{settings.host}:{settings.port}")
+        if settings.api_metrics_port is not None:
+            say(f"API metrics on http://{settings.host}:{settings.api_metrics_port}/metrics")
         api_task = asyncio.create_task(serve_api(api_ctx, settings, stop))
         api_task.add_done_callback(lambda _: stop.set())
         try:

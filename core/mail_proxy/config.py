@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     outcome_flush_seconds: float = 0.05
     retry_jitter_ratio: float = 0.1
     sender_metrics_port: int = 9100
+    # The API's /metrics on a port of its own (with /health and /ready), on GMP_HOST, so the
+    # public API port need not expose it: set, the API port's /metrics answers 404. Unset:
+    # /metrics is on the API port (reference behaviour).
+    api_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # SMTP: a pool of connections per account, reused while they are fresh.
     # At most this many connections per account in one process (unset: only the account's
     # global `max_connections` applies, counted across every sender).

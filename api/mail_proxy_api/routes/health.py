@@ -59,7 +59,10 @@ async def status(caller: Caller, ctx: Ctx) -> dict[str, Any]:
 
 @router.get("/metrics")
 async def metrics(ctx: Ctx, request: Request) -> Response:
-    """Prometheus text; with `GMP_METRICS_TOKEN` set, only for `Authorization: Bearer <it>`."""
+    """Prometheus text; with `GMP_METRICS_TOKEN` set, only for `Authorization: Bearer <it>`.
+    With `GMP_API_METRICS_PORT` set, served there only: 404 here."""
+    if ctx.settings.api_metrics_port is not None:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
     token = ctx.settings.metrics_token
     if not metrics_allowed(
         request.headers.get("authorization"), token.get_secret_value() if token else None
