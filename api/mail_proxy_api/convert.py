@@ -10,7 +10,7 @@ import asyncpg
 
 from mail_proxy.db.recipients import RecipientRow, needs_wire_list
 from mail_proxy.db.tenants import parse_suspended
-from mail_proxy.redact import redact
+from mail_proxy.redact import redact, redact_url, url_may_hold_secret
 from mail_proxy.states import MessageState
 from mail_proxy_api.schemas.accounts import AccountInfo
 from mail_proxy_api.schemas.instance import InstanceInfo
@@ -22,16 +22,21 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+def shown_url(url: str | None) -> str | None:
+    """A stored URL as shown: user info and query values masked (SPEC section 2)."""
+    return redact_url(url) if url is not None and url_may_hold_secret(url) else url
+
+
 def tenant_info(row: asyncpg.Record) -> TenantInfo:
     return TenantInfo(
         id=row["id"],
         name=row["name"],
         client_auth=redact(row["client_auth"]),
-        client_base_url=row["client_base_url"],
+        client_base_url=shown_url(row["client_base_url"]),
         client_sync_path=row["client_sync_path"],
         client_attachment_path=row["client_attachment_path"],
         rate_limits=row["rate_limits"],
-        large_file_config=row["large_file_config"],
+        large_file_config=redact(row["large_file_config"]),  # storage_url credentials
         bounce_config=redact(row["bounce_config"]),
         active=row["active"],
         suspended_batches=parse_suspended(row["suspended_batches"]),

@@ -19,7 +19,7 @@ from mail_proxy.errors import (
     MailProxyError,
     NotFound,
 )
-from mail_proxy.redact import MASK, SECRET_KEYS, redact
+from mail_proxy.redact import MASK, is_secret_key, redact
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
         if "input" not in error:
             continue
         loc = error.get("loc") or ()
-        if loc and loc[-1] in SECRET_KEYS and error["input"] not in (None, ""):
+        if loc and is_secret_key(loc[-1]) and error["input"] not in (None, ""):
             error["input"] = MASK
         else:
             error["input"] = redact(error["input"])

@@ -10,10 +10,10 @@ Commands always win, which is why `start` refuses instance names that are comman
 from __future__ import annotations
 
 import os
-import re
 
 import click
 
+from mail_proxy.ids import valid_tenant_id
 from mail_proxy_cli import instances
 from mail_proxy_cli.admin import run_now, tenants
 from mail_proxy_cli.lifecycle import delete, info, list_instances, restart, start, stop, token
@@ -42,7 +42,6 @@ TENANT_VERBS = [
     suspend,
     activate,
 ]
-_TENANT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the API's tenant id rule
 
 
 def _remote_requested(args: list[str]) -> bool:
@@ -79,7 +78,7 @@ class InstanceScope(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         found = super().get_command(ctx, cmd_name)
-        if found is None and _TENANT_ID.match(cmd_name):
+        if found is None and valid_tenant_id(cmd_name):
             return TenantScope(cmd_name)
         return found
 

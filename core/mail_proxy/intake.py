@@ -35,10 +35,6 @@ DEFAULT_MAX_RECIPIENTS = 1000
 # Control characters other than HTAB, in any header text (RFC 5322 section 2.2: field bodies
 # are printable characters and WSP). CR and LF have their own reason ("line break in ...").
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# A client message id: printable, no control characters, short enough for a btree key and an
-# `X-Genro-Mail-ID` header line (RFC 5322 section 2.1.1: 998 characters per line).
-MESSAGE_ID_MAX_LENGTH = 255
-_MESSAGE_ID = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MESSAGE_ID_MAX_LENGTH}}}")
 # RFC 5322 section 3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}")
 # Payload key, set by intake, naming the recipients left out because they are suppressed.
@@ -56,11 +52,6 @@ _ADDRESS_FIELDS = ("from", "return_path")
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
 _LIST_FIELDS = (*_RECIPIENT_FIELDS, "reply_to")
 _HEADER_TEXT_FIELDS = ("subject", "message_id", "batch_code")
-
-
-def valid_message_id(value: object) -> bool:
-    """True for an id that can be stored, sent in a header and reported (`INVALID_ID` else)."""
-    return isinstance(value, str) and _MESSAGE_ID.fullmatch(value) is not None
 
 
 def recipient_count(message: Mapping[str, Any]) -> int:

@@ -3,7 +3,11 @@
 
 `redact` masks every value stored under a secret-bearing key, at any depth; `redact_url` masks
 the credentials a URL may carry (user info, query values); `redact_urls` does both for a
-payload (every string that looks like a URL). `seal_client_auth`
+payload (every string that looks like a URL). A key is secret-bearing when it is one of
+`SECRET_KEYS` or its name says so (`is_secret_key`: password, secret, token, API/signing/private
+key, authorization, cookie, credential), so a custom header such as `X-Api-Key` or
+`Authorization` a caller added is masked too. `restore_masked_url` keeps a stored URL when a
+client writes back the masked form it was shown. `seal_client_auth`
 / `open_client_auth` encrypt and decrypt the secret fields of a tenant's `client_auth`.
 """
 
@@ -30,6 +34,11 @@ SECRET_KEYS = frozenset(
         "client_sync_password",
         "client_sync_token",
     }
+)
+# Key names that say they hold a secret (compared lower-case, `-` read as `_`).
+_SECRET_NAME = re.compile(
+    r"pass(?:word|wd|phrase)|secret|token|api_?key|signing_?key|private_?key|access_?key"
+    r"|authorization|cookie|credential|session_?id"
 )
 _AUTH_SECRETS = ("token", "password")
 # Keys whose values are URLs a caller chose: shown and logged with `redact_url` (issue 9).
@@ -89,13 +98,29 @@ def redact_urls(value: Any) -> Any:
     return value
 
 
+def is_secret_key(key: object) -> bool:
+    """True for a key whose value is a secret: `SECRET_KEYS`, or a name that says so."""
+    if not isinstance(key, str):
+        return False
+    name = key.lower().replace("-", "_")
+    return name in SECRET_KEYS or _SECRET_NAME.search(name) is not None
+
+
+def restore_masked_url(given: str | None, stored: str | None) -> str | None:
+    """`stored` when `given` is the masked form of it (a client writing back what it was
+    shown, as a masked password keeps the stored one), else `given`."""
+    if given and stored and given != stored and given == redact_url(stored):
+        return stored
+    return given
+
+
 def url_may_hold_secret(value: object) -> bool:
     """True for a URL string with user info or a query (what `redact_url` masks)."""
     return isinstance(value, str) and "://" in value and ("@" in value or "?" in value)
 
 
 def _redacted(key: str, item: Any) -> Any:
-    if key in SECRET_KEYS and item not in (None, ""):
+    if is_secret_key(key) and item not in (None, "") and not isinstance(item, bool):
         return MASK
     if key in URL_KEYS and url_may_hold_secret(item):
         return redact_url(item)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from mail_proxy.ids import ACCOUNT_ID_PATTERN, TENANT_ID_PATTERN
 from mail_proxy.large_files.policy import MAX_DAYS
 
 GROUP = "mailproxy.genropy.org"
@@ -21,7 +22,6 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 # Which install a resource (and an API-key Secret the operator writes) belongs to.
 INSTANCE_LABEL = f"{GROUP}/instance"
-TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 DeletionPolicy = Literal["Delete", "Retain"]
 AuthMethod = Literal["none", "bearer", "basic"]
@@ -165,7 +165,7 @@ class PecSpec(_Spec):
 
 class SmtpAccountSpec(_Spec):
     tenant_ref: TenantRef
-    account_id: str | None = Field(default=None, min_length=1, max_length=128)
+    account_id: str | None = Field(default=None, pattern=ACCOUNT_ID_PATTERN)
     host: str
     port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["implicit", "starttls", "none"] = "starttls"

@@ -23,8 +23,9 @@ from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.messages import EnqueueItem
 from mail_proxy.db.notify import RUN_NOW_CHANNEL, WORK_CHANNEL, notify
 from mail_proxy.encryption import SecretBox
+from mail_proxy.ids import valid_message_id
 from mail_proxy.priorities import normalise_priority
-from mail_proxy.redact import redact, seal_client_auth, url_may_hold_secret
+from mail_proxy.redact import is_secret_key, redact, seal_client_auth, url_may_hold_secret
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Caller, Principal
 from mail_proxy_api.context import ApiContext, Ctx
@@ -86,7 +87,7 @@ def _prepare(
         if not msg_id or not tenant_id:
             refused.append(Rejection(id=msg_id or None, reason=reason or intake.MISSING_ID))
             continue
-        if not intake.valid_message_id(msg_id):
+        if not valid_message_id(msg_id):
             refused.append(Rejection(id=msg_id[:300], reason=intake.INVALID_ID))
             continue
         for attachment in payload.get("attachments", ()):
@@ -96,6 +97,8 @@ def _prepare(
                 has_secret = True
             elif url_may_hold_secret(attachment.get("storage_path")):
                 has_secret = True  # user info or a signed query: masked in the command log
+        if any(is_secret_key(name) for name in payload.get("headers") or ()):
+            has_secret = True  # e.g. a custom `X-Api-Key` header: masked in the command log
         # A repeated id inside one batch: the last one wins, as sequential upserts would.
         items[(tenant_id, msg_id)] = EnqueueItem(
             id=msg_id,

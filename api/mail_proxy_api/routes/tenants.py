@@ -14,12 +14,12 @@ from mail_proxy.db.mailboxes import set_bounce_config
 from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.errors import ManagedResource
 from mail_proxy.large_files.policy import link_base_problem
-from mail_proxy.redact import MASK, seal_client_auth
+from mail_proxy.redact import MASK, restore_masked_url, seal_client_auth
 from mail_proxy.tokens import hash_token, new_token
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Admin, Caller, Principal
 from mail_proxy_api.context import ApiContext, Ctx
-from mail_proxy_api.convert import tenant_info
+from mail_proxy_api.convert import shown_url, tenant_info
 from mail_proxy_api.schemas.bounce import BounceMailbox
 from mail_proxy_api.schemas.tenants import (
     ApiKeyBody,
@@ -91,6 +91,22 @@ async def _store_bounce_config(
     await notify(conn, RELOAD_INBOUND_CHANNEL)
 
 
+def _keep_masked_urls(fields: dict[str, Any], existing: Any) -> None:
+    """URLs are shown masked (user info, query values); writing back what was shown keeps
+    the stored URL, as a masked password keeps the stored password."""
+    if existing is None:
+        return
+    if "client_base_url" in fields:
+        fields["client_base_url"] = restore_masked_url(
+            fields["client_base_url"], existing["client_base_url"]
+        )
+    config, stored = fields.get("large_file_config"), existing["large_file_config"]
+    if isinstance(config, dict) and isinstance(stored, dict):
+        for key in ("storage_url", "public_base_url"):
+            if key in config:
+                config[key] = restore_masked_url(config[key], stored.get(key))
+
+
 def _refuse_if_managed(row: Any, tenant_id: str) -> None:
     if row is not None and row["managed_by"]:
         raise ManagedResource("tenant", tenant_id, row["managed_by"])
@@ -110,6 +126,7 @@ async def add_tenant(body: TenantPayload, _: Admin, ctx: Ctx) -> Any:
     async with ctx.pool.acquire() as conn, conn.transaction():
         existing = await db_tenants.get_tenant(conn, tenant_id=body.id)
         _refuse_if_managed(existing, body.id)
+        _keep_masked_urls(fields, existing)
         fields["client_auth"] = seal_client_auth(
             ctx.box, fields["client_auth"], existing["client_auth"] if existing else None
         )
@@ -146,7 +163,7 @@ async def sync_status(_: Admin, ctx: Ctx) -> Any:
                 id=row["id"],
                 name=row["name"],
                 active=row["active"],
-                client_base_url=row["client_base_url"],
+                client_base_url=shown_url(row["client_base_url"]),
                 last_sync_ts=last,
                 next_sync_due=not last or now - last >= interval,
                 in_dnd=dnd_until is not None and dnd_until > now,
@@ -182,6 +199,7 @@ async def update_tenant(
         if existing is None:
             raise _not_found(tenant_id)
         _refuse_if_managed(existing, tenant_id)
+        _keep_masked_urls(fields, existing)
         if "client_auth" in fields:
             fields["client_auth"] = seal_client_auth(
                 ctx.box, fields["client_auth"], existing["client_auth"]

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mail_proxy.ids import ACCOUNT_ID_PATTERN, TENANT_ID_PATTERN
 from mail_proxy_api.schemas.bounce import HOST_PATTERN, folder_name
 from mail_proxy_api.schemas.bounds import INT32_MAX
 
@@ -14,8 +15,8 @@ from mail_proxy_api.schemas.bounds import INT32_MAX
 class AccountPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=128)
-    tenant_id: str = Field(min_length=1)
+    id: str = Field(pattern=ACCOUNT_ID_PATTERN)
+    tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
     host: str = Field(min_length=1, pattern=r"^[^\s\r\n]+$")
     port: int = Field(ge=1, le=65535)
     user: str | None = None

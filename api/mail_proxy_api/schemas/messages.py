@@ -12,6 +12,18 @@ from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
 Priority = int | Literal["immediate", "high", "medium", "low"] | str
 
 
+class AttachmentAuth(BaseModel):
+    """Per-attachment HTTP auth override (reference section 6): the `client_auth` shape. Unknown
+    keys are refused: every secret it holds is stored encrypted and masked wherever shown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["none", "bearer", "basic"] = "none"
+    token: str | None = Field(default=None, max_length=4096)
+    user: str | None = Field(default=None, max_length=255)
+    password: str | None = Field(default=None, max_length=4096)
+
+
 class AttachmentPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -20,7 +32,7 @@ class AttachmentPayload(BaseModel):
     fetch_mode: Literal["endpoint", "http_url", "base64", "filesystem"] | None = None
     mime_type: str | None = Field(default=None, pattern=r"^[\w.+-]+/[\w.+-]+$")
     content_md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
-    auth: dict[str, Any] | None = None
+    auth: AttachmentAuth | None = None
 
 
 class MessagePayload(BaseModel):

@@ -7,11 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mail_proxy.ids import TENANT_ID_PATTERN
 from mail_proxy.large_files.policy import MAX_DAYS, STORAGE_SCHEMES
 from mail_proxy_api.schemas.bounce import BounceMailbox
 from mail_proxy_api.schemas.bounds import INT32_MAX, INT64_MAX
-
-TENANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class ClientAuth(BaseModel):

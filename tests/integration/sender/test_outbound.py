@@ -7,6 +7,7 @@ import gzip
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -19,6 +20,7 @@ from mail_proxy.errors import (
 )
 from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.outbound import OutboundClient
+from mail_proxy_sender.outbound.guard import GuardedTransport
 from tests.conftest import free_port
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.servers import HttpApp, SmtpSink, http_server, smtp_server
@@ -235,3 +237,33 @@ async def test_sync_reports_to_a_private_address_fail_the_tenant_not_the_sender(
 
 async def _states_are(world: World, expected: dict[str, str]) -> bool:
     return await world.states("acme") == expected
+
+
+async def test_the_guard_is_a_public_httpx_transport_and_sees_every_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Plugged in through httpx's public `transport=` only: a plain AsyncClient with it resolves
+    through the guard (a name only the guard's resolver knows is reached) and is refused what the
+    policy refuses, whatever proxy the environment names."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # would fail if it were used
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    app = HttpApp({"/x": _ok})
+    asked: list[str] = []
+
+    async def only_here(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return {"inside.test": ["127.0.0.1"], "private.test": ["10.0.0.1"]}.get(host, [host])
+
+    transport = GuardedTransport(OutboundPolicy.parse(["127.0.0.1/32"]), resolver=only_here)
+    async with http_server(app), httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(f"http://inside.test:{app.port}/x")
+        assert response.content == b"secret-internal-data"
+        with pytest.raises(DestinationRefused):
+            await client.get(f"http://private.test:{app.port}/x")
+        with pytest.raises(DestinationRefused):
+            await client.get(f"http://127.0.0.2:{app.port}/x")
+        # Errors of the connection pool arrive as httpx's own types, as with httpx's transport.
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{free_port()}/x")
+    assert asked[:3] == ["inside.test", "private.test", "127.0.0.2"]
+    assert len(app.hits("/x")) == 1
