@@ -31,8 +31,8 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 """(host, port) -> the IP addresses it resolves to, as strings; raises OSError on failure."""
 
 REFUSED_REASON = (
-    "destination not found or not allowed: the host name must resolve (DNS) to public "
-    "addresses only; an admin may allow private destinations with GMP_OUTBOUND_ALLOW"
+    "destination refused (not found or not allowed): the host name must resolve (DNS) to "
+    "public addresses only; an admin may allow private destinations with GMP_OUTBOUND_ALLOW"
 )
 
 

@@ -99,3 +99,24 @@ def test_settings_read_the_allow_list_from_the_environment(
     monkeypatch.setenv("GMP_OUTBOUND_ALLOW", "10.0.0.0/99")
     with pytest.raises(ValueError, match="GMP_OUTBOUND_ALLOW"):
         Settings()
+
+
+def test_unset_allows_loopback_only_on_an_embedded_laptop_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loopback = ipaddress.ip_address("127.0.0.1")
+    private = ipaddress.ip_address("10.0.0.1")
+    monkeypatch.delenv("GMP_OUTBOUND_ALLOW", raising=False)
+    monkeypatch.delenv("GMP_DATABASE_URL", raising=False)
+    laptop = Settings()
+    assert laptop.embedded
+    assert laptop.outbound_policy.allows_address(loopback)
+    assert laptop.outbound_policy.allows_host("localhost")
+    assert not laptop.outbound_policy.allows_address(private)
+    # Set, even empty, it is what the admin said.
+    monkeypatch.setenv("GMP_OUTBOUND_ALLOW", "")
+    assert not Settings().outbound_policy.allows_address(loopback)
+    # A server (GMP_DATABASE_URL) never allows loopback by default.
+    monkeypatch.delenv("GMP_OUTBOUND_ALLOW")
+    monkeypatch.setenv("GMP_DATABASE_URL", "postgresql://u@db/mp")
+    assert not Settings().outbound_policy.allows_address(loopback)
