@@ -197,6 +197,7 @@ async def snapshot(
         send_loop_interval_seconds=0.2,
         retention_interval_seconds=3600,
         report_retention_seconds=0,  # the benchmark runs the purge itself, timed
+        outbound_allow=("127.0.0.1/32",),  # the SMTP sink is on loopback
     )
     async with RunningSender(dsn, box, settings):
         await asyncio.sleep(2.0)  # connections open, lanes full
@@ -284,6 +285,7 @@ async def run_phases(
         send_loop_interval_seconds=0.2,
         retention_interval_seconds=3600,
         report_retention_seconds=0,  # the benchmark runs the purge itself, timed
+        outbound_allow=("127.0.0.1/32",),  # the SMTP sink is on loopback
     )
     async with RunningSender(dsn, box, settings):
         await asyncio.sleep(2.0)
