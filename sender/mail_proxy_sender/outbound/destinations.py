@@ -65,6 +65,17 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+def _ascii_name(name: str) -> str:
+    """An internationalised host name in its ASCII (IDNA, RFC 3490) form, as DNS knows it;
+    unchanged when it is ASCII already or cannot be encoded (then refused as not a name)."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
 async def vetted_addresses(
     policy: OutboundPolicy,
     host: str,
@@ -81,7 +92,7 @@ async def vetted_addresses(
     Raises `DestinationRefused` (fixed, non-revealing text) when none is left or `host` is not
     a host name at all, `Unresolvable` when DNS gives no answer, `TimeoutError` on timeout.
     """
-    name = host.strip().strip("[]").split("%", 1)[0]
+    name = _ascii_name(host.strip().strip("[]").split("%", 1)[0])
     if not is_ip_literal(name) and not valid_host_name(name.rstrip(".").lower()):
         log.warning(
             "destination refused: not a host name",

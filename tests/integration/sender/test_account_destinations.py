@@ -183,3 +183,21 @@ async def test_tls_is_verified_against_the_host_name_not_the_address(
             else:
                 with pytest.raises(AccountFailure, match="does not match the host name"):
                     await conn.open()
+
+
+async def test_odd_host_spellings_are_judged_by_what_they_resolve_to() -> None:
+    """IP spellings resolve to the address they mean; an IDN name is asked in its ASCII form;
+    what is not a host name at all is refused without a DNS query."""
+    for host in ("127.1", "0", "[::1]", "::ffff:127.0.0.1", "fe80::1%lo", "2130706433"):
+        conn = SmtpConnection(_target(host, 25), SmtpOptions(5.0, (465,), None, "client.test"))
+        with pytest.raises(AccountFailure, match="destination refused"):
+            await conn.open()
+    resolver = StubResolver(["10.0.0.1"])
+    options = _options(OutboundPolicy(), resolver)
+    with pytest.raises(AccountFailure, match="destination refused"):
+        await SmtpConnection(_target("bücher.test", 25), options).open()
+    assert resolver.asked == [("xn--bcher-kva.test", 25)]
+    for host in ("a b.test", "x" * 300, "bad_/name", "\u0000.test"):
+        with pytest.raises(AccountFailure, match="destination refused"):
+            await SmtpConnection(_target(host, 25), options).open()
+    assert len(resolver.asked) == 1
