@@ -55,6 +55,7 @@ async def test_credentials_in_the_large_file_storage_url_are_masked_and_kept(api
         "enabled": True,
         "action": "rewrite",
         "storage_url": f"s3://AKIAEXAMPLE:{STORAGE_SECRET}@bucket/mail",
+        "public_base_url": "https://mail.example.org",
     }
     await api.new_tenant("acme", large_file_config=config)
     shown = await _texts(api, "/tenant/acme", "/tenants") + await _command_log(api)
