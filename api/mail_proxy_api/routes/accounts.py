@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from mail_proxy.db import accounts as db_accounts
-from mail_proxy.db import tenants as db_tenants
 from mail_proxy.db.notify import RELOAD_INBOUND_CHANNEL, notify
 from mail_proxy.errors import ManagedResource
 from mail_proxy_api.audit import record_command
@@ -18,6 +17,7 @@ from mail_proxy_api.convert import account_info
 from mail_proxy_api.routes.commands import scoped_tenant
 from mail_proxy_api.schemas.accounts import AccountPayload, AccountsResponse
 from mail_proxy_api.strict_json import StrictJsonRoute
+from mail_proxy_api.tenant_scope import ensure_tenant
 
 router = APIRouter(tags=["accounts"], route_class=StrictJsonRoute)
 
@@ -30,8 +30,7 @@ async def add_account(body: AccountPayload, caller: Caller, ctx: Ctx) -> dict[st
     fields["password"] = ctx.box.encrypt(body.password)
     fields["imap_password"] = ctx.box.encrypt(body.imap_password)
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await db_tenants.tenant_exists(conn, tenant_id=body.tenant_id):
-            raise HTTPException(404, f"Tenant '{body.tenant_id}' not found")
+        await ensure_tenant(conn, body.tenant_id)
         existing = await db_accounts.get_account(conn, tenant_id=body.tenant_id, account_id=body.id)
         if existing is not None and existing["managed_by"]:
             raise ManagedResource("account", body.id, existing["managed_by"])
@@ -51,6 +50,7 @@ async def add_account(body: AccountPayload, caller: Caller, ctx: Ctx) -> dict[st
 async def list_accounts(caller: Caller, ctx: Ctx, tenant_id: str | None = None) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn:
+        await ensure_tenant(conn, tenant_id)
         rows = await db_accounts.list_accounts(conn, tenant_id=tenant_id)
     return AccountsResponse(accounts=[account_info(row) for row in rows])
 
@@ -61,6 +61,7 @@ async def delete_account(
 ) -> dict[str, bool]:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         existing = await db_accounts.get_account(conn, tenant_id=tenant_id, account_id=account_id)
         if existing is None:
             raise HTTPException(400, "account not found or not owned by tenant")

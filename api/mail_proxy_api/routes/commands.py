@@ -40,6 +40,7 @@ from mail_proxy_api.schemas.messages import (
     SuspendResponse,
 )
 from mail_proxy_api.strict_json import StrictJsonRoute
+from mail_proxy_api.tenant_scope import ensure_tenant
 
 router = APIRouter(prefix="/commands", tags=["commands"], route_class=StrictJsonRoute)
 
@@ -288,6 +289,7 @@ async def delete_messages(
 ) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         removed, not_found = await db_messages.delete_messages(
             conn, tenant_id=tenant_id, ids=body.ids
         )
@@ -308,6 +310,7 @@ async def cleanup_messages(
     if older_than is None:
         older_than = ctx.settings.report_retention_seconds
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         removed = await db_messages.cleanup_messages(
             conn, tenant_id=tenant_id, before_ts=int(time.time()) - older_than
         )

@@ -18,6 +18,7 @@ from mail_proxy_api.routes.commands import scoped_tenant
 from mail_proxy_api.schemas.bounds import INT16_MAX, INT64_MAX
 from mail_proxy_api.schemas.messages import HistoryEvent, MessageEventsResponse, MessagesResponse
 from mail_proxy_api.strict_json import StrictJsonRoute
+from mail_proxy_api.tenant_scope import ensure_tenant
 
 router = APIRouter(tags=["messages"], route_class=StrictJsonRoute)
 
@@ -62,6 +63,7 @@ async def list_messages(
     tenant_id = scoped_tenant(caller, tenant_id)
     page = limit or ctx.settings.messages_page_size
     async with ctx.pool.acquire() as conn:
+        await ensure_tenant(conn, tenant_id)
         rows = await db_messages.list_messages(
             conn,
             tenant_id=tenant_id,
@@ -96,6 +98,7 @@ async def message_events(
     its reason, sent, error, bounce, pec_*, ...). 404 when the tenant has no such message."""
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn:
+        await ensure_tenant(conn, tenant_id)
         history = await message_history(conn, tenant_id=tenant_id, message_id=message_id)
     if history is None:
         raise HTTPException(404, f"Message '{message_id}' not found")

@@ -47,6 +47,7 @@ from mail_proxy_api.schemas.providers import (
     ProvidersResponse,
 )
 from mail_proxy_api.strict_json import StrictJsonRoute
+from mail_proxy_api.tenant_scope import ensure_tenant
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["provider feedback"], route_class=StrictJsonRoute)
@@ -92,6 +93,7 @@ def _info(provider: str, tenant_id: str, config: dict[str, Any], updated_at: Any
 async def list_providers(caller: Caller, ctx: Ctx, tenant_id: str | None = None) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn:
+        await ensure_tenant(conn, tenant_id)
         rows = await db.list_configs(conn, tenant_id=tenant_id)
     return ProvidersResponse(
         providers=[_info(r["provider"], tenant_id, r["config"], r["updated_at"]) for r in rows]
@@ -116,8 +118,7 @@ async def put_provider(
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         raise HTTPException(422, errors) from None
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tenant_id):
-            raise HTTPException(404, f"Tenant '{tenant_id}' not found")
+        await ensure_tenant(conn, tenant_id)
         config = _sealed(ctx, provider, settings.model_dump(exclude_none=True))
         await db.put_config(conn, tenant_id=tenant_id, provider=provider, config=config)
         await record_command(
@@ -138,6 +139,7 @@ async def delete_provider(
     tenant_id = scoped_tenant(caller, tenant_id)  # authorization first: 401 before anything
     _known(provider)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         if not await db.delete_config(conn, tenant_id=tenant_id, provider=provider):
             raise HTTPException(404, f"no {provider} settings for tenant '{tenant_id}'")
         await record_command(

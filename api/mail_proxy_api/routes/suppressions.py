@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from mail_proxy.db import suppressions as db_suppressions
-from mail_proxy.db import tenants as db_tenants
 from mail_proxy_api.audit import record_command
 from mail_proxy_api.auth import Caller
 from mail_proxy_api.context import Ctx
@@ -29,6 +28,7 @@ from mail_proxy_api.schemas.suppressions import (
     bare_address,
 )
 from mail_proxy_api.strict_json import StrictJsonRoute
+from mail_proxy_api.tenant_scope import ensure_tenant, query_or_body_tenant
 
 router = APIRouter(tags=["suppressions"], route_class=StrictJsonRoute)
 
@@ -45,8 +45,19 @@ def _info(entry: db_suppressions.Suppression) -> SuppressionInfo:
     )
 
 
-def _tenant_missing(tenant_id: str) -> HTTPException:
-    return HTTPException(404, f"Tenant '{tenant_id}' not found")
+def _parse_cursor(cursor: str | None) -> str | None:
+    """`next_cursor` is the last address of the previous page as stored (bare, lowercased, with
+    an @): anything else was not given by this route and answers 400 like `/messages`, instead
+    of silently restarting at the first page."""
+    if cursor is None:
+        return None
+    if (
+        "@" not in cursor
+        or cursor != db_suppressions.normalise(cursor)
+        or any(ch.isspace() or not ch.isprintable() for ch in cursor)
+    ):
+        raise HTTPException(400, f"invalid cursor: {cursor!r}")
+    return cursor
 
 
 @router.get("/suppressions", response_model=SuppressionsResponse, response_model_exclude_none=True)
@@ -59,11 +70,11 @@ async def list_suppressions(
     contains: Annotated[str | None, Query(min_length=1, max_length=320)] = None,
 ) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
+    after = _parse_cursor(cursor)
     async with ctx.pool.acquire() as conn:
-        if not await db_tenants.tenant_exists(conn, tenant_id=tenant_id):
-            raise _tenant_missing(tenant_id)
+        await ensure_tenant(conn, tenant_id)
         rows = await db_suppressions.list_suppressions(
-            conn, tenant_id=tenant_id, after=cursor, limit=limit + 1, contains=contains
+            conn, tenant_id=tenant_id, after=after, limit=limit + 1, contains=contains
         )
     more = len(rows) > limit
     rows = rows[:limit]
@@ -74,11 +85,12 @@ async def list_suppressions(
 
 
 @router.post("/suppressions", response_model=SuppressionAdded)
-async def add_suppression(body: SuppressionAdd, caller: Caller, ctx: Ctx) -> Any:
-    tenant_id = scoped_tenant(caller, body.tenant_id)
+async def add_suppression(
+    body: SuppressionAdd, caller: Caller, ctx: Ctx, tenant_id: str | None = None
+) -> Any:
+    tenant_id = scoped_tenant(caller, query_or_body_tenant(tenant_id, body.tenant_id))
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await db_tenants.tenant_exists(conn, tenant_id=tenant_id):
-            raise _tenant_missing(tenant_id)
+        await ensure_tenant(conn, tenant_id)
         added = await db_suppressions.add_suppression(
             conn,
             tenant_id=tenant_id,
@@ -105,8 +117,7 @@ async def remove_suppression(
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await db_tenants.tenant_exists(conn, tenant_id=tenant_id):
-            raise _tenant_missing(tenant_id)
+        await ensure_tenant(conn, tenant_id)
         if not await db_suppressions.remove_suppression(conn, tenant_id=tenant_id, address=bare):
             raise HTTPException(404, f"Address '{bare}' is not suppressed")
         await record_command(

@@ -37,6 +37,7 @@ from mail_proxy_api.schemas.webhooks import (
     WebhookUpdate,
 )
 from mail_proxy_api.strict_json import StrictJsonRoute
+from mail_proxy_api.tenant_scope import ensure_tenant, query_or_body_tenant
 
 router = APIRouter(tags=["webhooks"], route_class=StrictJsonRoute)
 
@@ -64,16 +65,16 @@ async def _reread(conn: Any, tenant_id: str, webhook_id: str) -> Any:
         409: {"description": "The id is taken, or the tenant has its maximum of webhooks"},
     },
 )
-async def create_webhook(body: WebhookCreate, caller: Caller, ctx: Ctx) -> Any:
-    tenant_id = scoped_tenant(caller, body.tenant_id)
+async def create_webhook(
+    body: WebhookCreate, caller: Caller, ctx: Ctx, tenant_id: str | None = None
+) -> Any:
+    tenant_id = scoped_tenant(caller, query_or_body_tenant(tenant_id, body.tenant_id))
     webhook_id = body.id or f"wh_{secrets.token_hex(8)}"
     secret = new_webhook_secret()
     sealed = ctx.box.encrypt(secret)
     assert sealed is not None
     async with ctx.pool.acquire() as conn, conn.transaction():
-        exists = await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tenant_id)
-        if not exists:
-            raise HTTPException(404, f"Tenant '{tenant_id}' not found")
+        await ensure_tenant(conn, tenant_id)
         limit = ctx.settings.webhook_max_per_tenant
         if len(await db_webhooks.list_webhooks(conn, tenant_id=tenant_id)) >= limit:
             raise HTTPException(409, f"a tenant has at most {limit} webhooks; delete one first")
@@ -100,6 +101,7 @@ async def create_webhook(body: WebhookCreate, caller: Caller, ctx: Ctx) -> Any:
 async def list_webhooks(caller: Caller, ctx: Ctx, tenant_id: str | None = None) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn:
+        await ensure_tenant(conn, tenant_id)
         rows = await db_webhooks.list_webhooks(conn, tenant_id=tenant_id)
     return WebhooksResponse(webhooks=[_info(row) for row in rows])
 
@@ -110,6 +112,7 @@ async def get_webhook(
 ) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn:
+        await ensure_tenant(conn, tenant_id)
         row = await db_webhooks.get_webhook(conn, tenant_id=tenant_id, webhook_id=webhook_id)
     if row is None:
         raise _not_found(webhook_id)
@@ -122,6 +125,7 @@ async def update_webhook(
 ) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         found = await db_webhooks.update_webhook(
             conn,
             tenant_id=tenant_id,
@@ -149,6 +153,7 @@ async def delete_webhook(
 ) -> dict[str, bool]:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         if not await db_webhooks.delete_webhook(conn, tenant_id=tenant_id, webhook_id=webhook_id):
             raise _not_found(webhook_id)
         await record_command(
@@ -173,6 +178,7 @@ async def rotate_secret(
         overlap = ctx.settings.webhook_secret_overlap_seconds
     secret = new_webhook_secret()
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         found = await db_webhooks.rotate_secret(
             conn,
             tenant_id=tenant_id,
@@ -200,6 +206,7 @@ async def retry_failed(
 ) -> Any:
     tenant_id = scoped_tenant(caller, tenant_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await ensure_tenant(conn, tenant_id)
         if await db_webhooks.get_webhook(conn, tenant_id=tenant_id, webhook_id=webhook_id) is None:
             raise _not_found(webhook_id)
         count = await db_webhooks.retry_failed(conn, tenant_id=tenant_id, webhook_id=webhook_id)

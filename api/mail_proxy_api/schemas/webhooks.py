@@ -7,9 +7,28 @@ import datetime as dt
 from typing import Annotated
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-EventType = Annotated[str, StringConstraints(pattern=r"^(?:[a-z][a-z0-9_]{0,31}|pec_\*)$")]
+from mail_proxy.event_types import WEBHOOK_EVENT_TYPES, unknown_event_type
+
+
+def _known_event_type(value: str) -> str:
+    """One of the event types the service emits (`mail_proxy.event_types`): an unknown name would
+    be stored and then never fire, so it is refused (422) naming it and listing the valid ones."""
+    problem = unknown_event_type(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+EventType = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_event_type)]
 WebhookId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
@@ -39,9 +58,10 @@ class WebhookCreate(BaseModel):
     event_types: list[EventType] | None = Field(
         default=None,
         max_length=64,
-        description="Event types to send (sent, error, deferred, bounce, pec_*, ...); "
-        "omitted or null: every message event. Per-recipient outcomes (recipient_accepted, "
-        "recipient_refused, recipient_deferred) are sent only when named here",
+        description="Event types to send, among: "
+        + ", ".join(WEBHOOK_EVENT_TYPES)
+        + ". `pec_*` is every PEC event; omitted or null: every message event. Per-recipient "
+        "outcomes (recipient_*) are sent only when named here",
     )
     active: bool = True
 

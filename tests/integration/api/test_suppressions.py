@@ -184,3 +184,27 @@ async def test_a_removed_entry_lets_messages_through_again(api: Api) -> None:
     )
     r = await add_messages(api, [message("m2", to=["gone@example.org"])])
     assert r.json()["queued"] == 1, r.text
+
+
+async def test_a_cursor_this_route_never_gave_is_400(api: Api) -> None:
+    """Like `/messages`: an invalid cursor is named in a 400, never silently the first page."""
+    await api.new_tenant("acme")
+    for address in ("a@example.org", "b@example.org"):
+        r = await api.client.post(
+            "/suppressions", json={"tenant_id": "acme", "address": address}, headers=api.admin()
+        )
+        assert r.status_code == 200
+    for bad in ("garbage", "A@EXAMPLE.ORG", " a@example.org", "a@example.org\x7f", "a b@x.org"):
+        r = await api.client.get(
+            "/suppressions", params={"tenant_id": "acme", "cursor": bad}, headers=api.admin()
+        )
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["detail"] == f"invalid cursor: {bad!r}"
+    r = await api.client.get(
+        "/suppressions", params={"tenant_id": "acme", "limit": 1}, headers=api.admin()
+    )
+    cursor = r.json()["next_cursor"]
+    r = await api.client.get(
+        "/suppressions", params={"tenant_id": "acme", "cursor": cursor}, headers=api.admin()
+    )
+    assert [s["address"] for s in r.json()["suppressions"]] == ["b@example.org"]

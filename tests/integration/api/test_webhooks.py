@@ -3,6 +3,7 @@ tenant scope and bad input."""
 
 from __future__ import annotations
 
+from mail_proxy.event_types import WEBHOOK_EVENT_TYPES
 from tests.integration.api.conftest import Api
 from tests.integration.api.payloads import add_messages, message, tenant_with_account
 
@@ -135,3 +136,30 @@ async def test_a_tenant_cannot_multiply_its_events_without_bound(api: Api) -> No
     r = await api.client.post("/webhooks", json={"url": "https://hooks.example.org/x"}, headers=me)
     assert r.status_code == 409
     assert "at most 20" in r.json()["detail"]
+
+
+async def test_event_types_are_the_ones_the_service_emits(api: Api) -> None:
+    """An unknown name would be stored and never fire: refused on create and on change (422),
+    naming it and listing the valid ones, whatever its shape."""
+    key = await tenant_with_account(api)
+    me = {"X-API-Token": key}
+    r = await api.client.post(
+        "/webhooks",
+        json={"id": "w", "url": "https://example.org/x", "event_types": list(WEBHOOK_EVENT_TYPES)},
+        headers=me,
+    )
+    assert r.status_code == 200, r.text
+    for bad in ("nonsense", "Sent", "pec_", "pec_**", "SENT; DROP", "queued", "", "x" * 500):
+        for method, path in (("POST", "/webhooks"), ("PATCH", "/webhooks/w")):
+            body = {"event_types": ["sent", bad]}
+            if method == "POST":
+                body["url"] = "https://example.org/y"
+            r = await api.client.request(method, path, json=body, headers=me)
+            assert r.status_code == 422, (bad, r.text)
+            text = str(r.json()["detail"])
+            if len(bad) <= 64:
+                assert f"unknown event type {bad!r}" in text, text
+                assert "recipient_refused" in text, text
+                assert "pec_*" in text, text
+    [stored] = (await api.client.get("/webhooks", headers=me)).json()["webhooks"]
+    assert stored["event_types"] == list(WEBHOOK_EVENT_TYPES)
