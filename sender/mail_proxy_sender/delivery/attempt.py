@@ -233,7 +233,10 @@ class Deliverer:
                 if len(tally.suspects) > known and isolating < _MAX_ISOLATING:
                     isolating += 1  # it ended at a recipient not suspected yet: set it aside
                     continue
-                if reconnects < self._options.reconnect_attempts:
+                if (
+                    reconnects < self._options.reconnect_attempts
+                    and not tally.only_proven_suspects_left
+                ):
                     reconnects += 1  # not the message's fault: carry on with a new session
                     continue
             if not tally.fates and not job.message.recipients and not tally.suspects:

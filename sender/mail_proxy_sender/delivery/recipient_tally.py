@@ -69,6 +69,7 @@ class RecipientTally:
             for a, f in self._previous.items()
             if f.status == DEFERRED and (f.reason or "").startswith(SUSPECT)
         }
+        self._ended_alone: set[str] = set()
         self.fates: dict[str, Fate] = {}
         self._named: set[str] = set()  # named in an SMTP transaction during this attempt
 
@@ -88,9 +89,18 @@ class RecipientTally:
         others = [r for r in pending if r not in self.suspects]
         return others or sorted(pending, key=lambda r: self.suspects[r])[:1]
 
-    def suspect(self, address: str) -> None:
-        """A session ended at `address`'s RCPT."""
+    def suspect(self, address: str, *, alone: bool) -> None:
+        """A session ended at `address`'s RCPT (`alone`: named in a transaction of its own)."""
         self.suspects[address] = self.suspects.get(address, 0) + 1
+        if alone:
+            self._ended_alone.add(address)
+
+    @property
+    def only_proven_suspects_left(self) -> bool:
+        """Every unsettled recipient ended a session in this attempt while named alone: a new
+        session would only end the same way."""
+        pending = self.to_send()
+        return bool(pending) and all(a in self._ended_alone for a in pending)
 
     def refuse(self, address: str, reason: str, code: int | None = None) -> None:
         self.fates[address] = Fate(REFUSED, code, reason)

@@ -43,6 +43,9 @@ async def test_a_recipient_ending_the_session_does_not_keep_the_others_from_the_
             assert rows["bad@example.org"]["code"] is None  # the server said nothing about it
             await eventually(lambda: _is(world, "sent"), timeout=30)
     assert len(sink.received) == 1
+    # Named alone once per attempt after it ended a session: no new session only to see it
+    # end the same way (first attempt: among the others, then alone; the retry: alone).
+    assert sink.rcpts_seen.count("bad@example.org") == 3
     rows = await _rows(world)
     assert {a: r["status"] for a, r in rows.items()} == {
         "a@example.org": "accepted",
