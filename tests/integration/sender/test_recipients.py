@@ -303,7 +303,14 @@ async def test_421_naming_a_connection_limit_at_connect_backs_the_account_off(
         await _setup(world, port)
         await world.enqueue("acme", "smtp1", {"id": "m1"})
         async with running_sender(world, throttle_base_seconds=60):
-            await eventually(lambda: _is(world, "deferred"))
+
+            async def backed_off() -> bool:
+                return await world.fetchval("SELECT throttle_until FROM accounts") is not None
+
+            await eventually(backed_off)
+            # Refused before MAIL: the message goes back untried, no attempt counted.
+            await eventually(lambda: _is(world, "pending"))
     left = await world.fetchval("SELECT throttle_until - extract(epoch FROM now()) FROM accounts")
     assert 50 < left <= 60
     assert await world.fetchval("SELECT health FROM accounts") is None  # not an account fault
+    assert (await world.message("acme", "m1"))["attempts"] == 0
