@@ -14,6 +14,7 @@ the file has none.
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from email import policy
 from email.message import EmailMessage
@@ -33,13 +34,38 @@ _NOT_CUSTOM = frozenset(
 )  # fmt: skip
 
 
+_FOLD = re.compile(r"\r?\n(?=[ \t])|\r?\n$")
+
+
 class EmlError(ValueError):
     """The file is not a message we can send (the text says why)."""
 
 
-def _addresses(msg: EmailMessage, name: str) -> list[str]:
+def _decoded_headers(msg: EmailMessage) -> list[tuple[str, Any]]:
+    """Every header, parsed from its raw bytes: UTF-8 as RFC 6532 allows (the parser's default
+    would turn each 8-bit byte into U+FFFD), RFC 2047 words decoded; 8-bit bytes that are not
+    UTF-8 are refused, naming the header, rather than sent garbled."""
+    out: list[tuple[str, Any]] = []
+    for name, raw in msg.raw_items():
+        data = str(raw).encode("ascii", "surrogateescape")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise EmlError(
+                f"the {name} header has 8-bit bytes that are not UTF-8 (RFC 6532); "
+                "encode it as RFC 2047 words or save the file as UTF-8"
+            ) from None
+        out.append((name, policy.default.header_factory(name, _FOLD.sub("", text))))
+    return out
+
+
+def _all(headers: list[tuple[str, Any]], name: str) -> list[Any]:
+    return [value for key, value in headers if key.lower() == name.lower()]
+
+
+def _addresses(headers: list[tuple[str, Any]], name: str) -> list[str]:
     out: list[str] = []
-    for header in msg.get_all(name) or ():
+    for header in _all(headers, name):
         addresses = getattr(header, "addresses", None)
         if addresses is None:
             out.append(str(header))
@@ -48,8 +74,8 @@ def _addresses(msg: EmailMessage, name: str) -> list[str]:
     return out
 
 
-def _first(msg: EmailMessage, name: str) -> str | None:
-    found = _addresses(msg, name)
+def _first(headers: list[tuple[str, Any]], name: str) -> str | None:
+    found = _addresses(headers, name)
     return found[0] if found else None
 
 
@@ -68,18 +94,22 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
     """The payload fields of one message (without tenant, account and priority)."""
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
-    sender = _first(msg, "From")
+    headers_in = _decoded_headers(msg)
+    sender = _first(headers_in, "From")
     if sender is None:
         raise EmlError("no From header")
-    recipients = _addresses(msg, "To")
-    if not recipients:
-        raise EmlError("no To header")
+    # RFC 5322 3.6.3: To is optional; a message for Cc or Bcc recipients only is sent with
+    # `To: undisclosed-recipients:;`. At least one recipient somewhere.
+    recipients = _addresses(headers_in, "To")
+    if not (recipients or _addresses(headers_in, "Cc") or _addresses(headers_in, "Bcc")):
+        raise EmlError("no recipient: no address in To, Cc or Bcc")
+    subjects = _all(headers_in, "Subject")
     body_part = msg.get_body(preferencelist=("html", "plain"))
     text_part = msg.get_body(preferencelist=("plain",))
     payload: dict[str, Any] = {
         "from": sender,
         "to": recipients,
-        "subject": str(msg.get("Subject", "")),
+        "subject": str(subjects[0]) if subjects else "",
         "body": body_part.get_content() if body_part is not None else "",
         "content_type": "html"
         if body_part is not None and body_part.get_content_subtype() == "html"
@@ -94,17 +124,18 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
         payload["text_body"] = text_part.get_content()
     headers = {
         name: str(value)
-        for name, value in msg.items()
+        for name, value in headers_in
         if name.lower() not in _NOT_CUSTOM and not name.lower().startswith("content-")
     }
     if headers:
         payload["headers"] = headers
     for field, header in (("cc", "Cc"), ("bcc", "Bcc")):
-        if found := _addresses(msg, header):
+        if found := _addresses(headers_in, header):
             payload[field] = found
-    if reply_to := _first(msg, "Reply-To"):
+    if reply_to := _first(headers_in, "Reply-To"):
         payload["reply_to"] = reply_to
-    message_id = str(msg.get("Message-ID", "")).strip()
+    message_ids = _all(headers_in, "Message-ID")
+    message_id = str(message_ids[0]).strip() if message_ids else ""
     if message_id:
         payload["message_id"] = message_id
     payload["id"] = message_id.strip("<>") or f"eml-{uuid.uuid4().hex}"

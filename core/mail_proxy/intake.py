@@ -79,7 +79,9 @@ def rejection_reason(
     """
     get = message.get
     for field, reason in _REQUIRED:
-        if not get(field):
+        # RFC 5322 3.6.3: To may be empty when Cc or Bcc names someone (the message then
+        # carries `To: undisclosed-recipients:;`); with no recipient at all, `missing to`.
+        if not get(field) and (field != "to" or not (get("cc") or get("bcc"))):
             return reason
     count = recipient_count(message)
     if count > max_recipients:

@@ -399,10 +399,12 @@ def build_message(
     through a server without SMTPUTF8 when they need it (they are refused, not sent).
     """
     sender = _addresses([str(_required(payload, "from"))], "from")[0]
-    to = _addresses(split_recipients(_required(payload, "to")), "to")
+    to = _addresses(split_recipients(payload.get("to")), "to")
     subject = str(_required(payload, "subject"))
     cc = _addresses(split_recipients(payload.get("cc")), "cc")
     bcc = _addresses(split_recipients(payload.get("bcc")), "bcc")
+    if not (to or cc or bcc):
+        raise MessageBuildError("missing 'to'")
     reply_to = _addresses(split_recipients(payload.get("reply_to")), "reply_to")
     return_path = payload.get("return_path") or default_return_path
     envelope_sender = _addresses([str(return_path)], "return_path")[0] if return_path else sender

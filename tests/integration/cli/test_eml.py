@@ -47,13 +47,50 @@ def test_nested_attachments_and_unicode() -> None:
     assert base64.b64decode(payload["attachments"][1]["storage_path"]) == b"\x89PNG"
 
 
-@pytest.mark.parametrize("missing", ["From", "To"])
-def test_refuses_a_file_without_sender_or_recipient(missing: str) -> None:
+def test_refuses_a_file_without_sender_or_recipient() -> None:
     msg = _message(Subject="x")
-    del msg[missing]
+    del msg["From"]
     msg.set_content("x")
-    with pytest.raises(EmlError, match=f"no {missing} header"):
+    with pytest.raises(EmlError, match="no From header"):
         message_from_eml(bytes(msg))
+    msg = _message(Subject="x")
+    del msg["To"]
+    msg.set_content("x")
+    with pytest.raises(EmlError, match="no recipient: no address in To, Cc or Bcc"):
+        message_from_eml(bytes(msg))
+
+
+@pytest.mark.parametrize("only", ["Cc", "Bcc"])
+def test_cc_or_bcc_alone_is_a_valid_message(only: str) -> None:
+    """RFC 5322 3.6.3: To is optional."""
+    msg = _message(Subject="x", **{only: "Hidden <h@example.org>"})
+    del msg["To"]
+    msg.set_content("x")
+    payload = message_from_eml(bytes(msg))
+    assert payload["to"] == []
+    assert payload[only.lower()] == ["Hidden <h@example.org>"]
+
+
+def test_8bit_utf8_headers_are_read_as_utf8_and_rfc2047_words_decoded() -> None:
+    raw = (
+        "From: Zoë <a@example.org>\r\nTo: b@example.org\r\nSubject: Fattura n° 12 €\r\n"
+        "X-Note: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody\r\n"
+    ).encode()
+    payload = message_from_eml(raw)
+    assert payload["subject"] == "Fattura n° 12 €"
+    assert payload["from"] == "Zoë <a@example.org>"
+    assert payload["headers"] == {"X-Note": "café"}
+    folded = (
+        b"From: a@example.org\r\nTo: b@example.org\r\n"
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n =?utf-8?q?_cr=C3=A8me?=\r\n\r\nx"
+    )
+    assert message_from_eml(folded)["subject"] == "café crème"
+
+
+def test_8bit_bytes_that_are_not_utf8_are_refused_naming_the_header() -> None:
+    raw = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: Fattura n\xb0 12\r\n\r\nx"
+    with pytest.raises(EmlError, match=r"the Subject header has 8-bit bytes that are not UTF-8"):
+        message_from_eml(raw)
 
 
 def test_custom_headers_of_the_file_are_kept() -> None:

@@ -95,3 +95,47 @@ def test_sent_eml_is_delivered_to_the_smtp_server(lab: Lab, smtp: SmtpSink) -> N
     assert part.get_filename() == "doc.pdf"
     assert part.get_content() == b"%PDF-1.4 not really a pdf"
     lab.run("tenants", "delete", "t-deliver", "--force")
+
+
+def test_a_bcc_only_eml_with_an_8bit_subject_is_delivered(lab: Lab, smtp: SmtpSink) -> None:
+    """RFC 5322 3.6.3: no To is valid (sent as `undisclosed-recipients:;`); a raw UTF-8 Subject
+    (RFC 6532) arrives as written, never as U+FFFD; 8-bit bytes that are not UTF-8 are refused."""
+    lab.run("tenants", "add", "t-bcc")
+    lab.run(
+        "t-bcc", "accounts", "add", "sink", "--host", "127.0.0.1", "--port", str(smtp.port),
+        "--no-tls",
+    )  # fmt: skip
+    eml = lab.cli.root / "bcc.eml"
+    eml.write_bytes(
+        "From: alice@example.org\r\nBcc: hidden@example.org\r\nSubject: Fattura n° 12 €\r\n"
+        "Message-ID: <bcc-1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\nciao\r\n".encode()
+    )
+    lab.run("t-bcc", "send", str(eml))
+    lab.run("t-bcc", "run-now")
+
+    def sent() -> list[dict[str, object]]:
+        return list(lab.json("t-bcc", "messages", "list", "--status", "sent"))
+
+    assert wait_for(sent, seconds=90), lab.json("t-bcc", "messages", "list")
+    [envelope] = smtp.received
+    assert envelope.rcpt_tos == ["hidden@example.org"]
+    delivered = message_from_bytes(envelope.content, policy=policy.default)
+    assert delivered["Subject"] == "Fattura n° 12 €"
+    assert delivered["To"] == "undisclosed-recipients:;"
+    assert delivered["Bcc"] is None
+    assert b"hidden@example.org" not in envelope.content
+
+    latin1 = lab.cli.root / "latin1.eml"
+    latin1.write_bytes(b"From: a@example.org\r\nTo: b@example.org\r\nSubject: n\xb0 1\r\n\r\nx\r\n")
+    refused = lab.run("t-bcc", "send", str(latin1), ok=False)
+    assert refused.returncode == 1
+    assert "the Subject header has 8-bit bytes that are not UTF-8" in refused.stderr
+    lab.run("tenants", "delete", "t-bcc", "--force")
+
+
+def test_an_unknown_tenant_is_an_error_not_an_empty_list(lab: Lab) -> None:
+    for verb in (("messages", "list"), ("accounts", "list"), ("suppressions", "list")):
+        result = lab.run("nosuch", *verb, ok=False)
+        assert result.returncode != 0, (verb, result.stdout)
+        assert "Tenant 'nosuch' not found" in result.stderr, (verb, result.stderr)

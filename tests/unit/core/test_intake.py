@@ -107,6 +107,10 @@ def _message(**fields: Any) -> dict[str, Any]:
         ({"account_id": None}, "missing account_id"),
         ({"from": ""}, "missing from"),
         ({"to": []}, "missing to"),
+        # RFC 5322 3.6.3: To may be empty when Cc or Bcc names a recipient.
+        ({"to": [], "cc": ["c@example.org"]}, None),
+        ({"to": "", "bcc": "b@example.org"}, None),
+        ({"to": [], "cc": [], "bcc": []}, "missing to"),
         ({"subject": ""}, "missing subject"),
         ({"to": ["nope"]}, "invalid address in to: 'nope'"),
         ({"reply_to": "r@example.org\n"}, "line break in reply_to"),

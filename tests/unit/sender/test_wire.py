@@ -127,6 +127,19 @@ def test_build_message_plain_with_attachment() -> None:
     assert (attachment.get_filename(), attachment.get_content_type()) == ("d.csv", "text/csv")
 
 
+def test_a_bcc_only_message_says_undisclosed_recipients() -> None:
+    built = build_message(
+        {"from": "a@b.cd", "to": [], "bcc": ["h@b.cd"], "subject": "s", "body": "x"},
+        [],
+        tenant_id="t",
+        message_pk=1,
+    )
+    assert built.recipients == ["h@b.cd"]
+    parsed = email.message_from_bytes(built.data, policy=policy.default)
+    assert parsed["To"] == "undisclosed-recipients:;"
+    assert parsed["Bcc"] is None
+
+
 def test_build_message_refuses_what_cannot_be_sent() -> None:
     with pytest.raises(MessageBuildError, match="missing 'to'"):
         build_message({"from": "a@b.cd", "subject": "s"}, [], tenant_id="t", message_pk=1)
