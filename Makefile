@@ -20,8 +20,15 @@ help: ## Show this list
 install: ## Install mail-proxy with the embedded Postgres and the dev tools (editable, in .venv)
 	$(BASE_PYTHON) scripts/bootstrap_venv.py $(VENV)
 	$(PIP) install --quiet -e '.[dev]' -e clients/python -e clients/django-anymail
+	@touch $(STAMP)
 
-run: install ## Install and run the whole service on an embedded Postgres (http://127.0.0.1:8000)
+# `make run` installs only when the venv is older than what it is built from (the editable
+# install picks up code changes by itself); `make install` always installs.
+STAMP := $(VENV)/.installed
+$(STAMP): pyproject.toml clients/python/pyproject.toml clients/django-anymail/pyproject.toml
+	$(MAKE) install
+
+run: $(STAMP) ## Install (when pyproject.toml changed) and run the service on an embedded Postgres
 	$(VENV)/bin/mail-proxy serve
 
 test: install ## Install and run every test (lint, types and import contracts included)

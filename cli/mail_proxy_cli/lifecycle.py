@@ -230,7 +230,7 @@ def info(ctx: click.Context, url: str | None, token: str | None, as_json: bool) 
             "running": running,
             "pid": pid,
             "started": epoch(started.started_at) if started else None,
-            "log": str(inst.log_file),
+            "log": _log_place(inst, running),
         }
     if running:
         base_url, token = target(name, url=url, token=token)
@@ -244,6 +244,14 @@ def info(ctx: click.Context, url: str | None, token: str | None, as_json: bool) 
             "tenants": len(tenants),
         }
     Output(as_json=as_json).fields(record, title=f"Instance {name}")
+
+
+def _log_place(inst: Instance, running: bool) -> str | None:
+    """Where the logs are: `server.log` once `start` has written it; a server started in the
+    foreground (`mail-proxy serve`) logs to its terminal, and a never-started one has none."""
+    if inst.log_file.exists():
+        return str(inst.log_file)
+    return "the terminal of `mail-proxy serve` (stderr)" if running else None
 
 
 async def _regenerate_in(dsn: str) -> str:

@@ -127,7 +127,8 @@ async def vetted_addresses(
             refused.append(str(address))
     if not allowed:
         log.warning(
-            "destination refused: no allowed address",
+            "destination refused: no allowed address (private or loopback; an admin allows "
+            "it with GMP_OUTBOUND_ALLOW, e.g. GMP_OUTBOUND_ALLOW=127.0.0.1/32 for local work)",
             extra={
                 "action": "destination_refused",
                 "purpose": purpose,

@@ -78,7 +78,11 @@ def test_a_serve_run_by_hand_is_in_the_registry_and_never_doubled(
     assert row["pid"] == first.proc.pid
     assert row["port"] == first.port
     assert row["pending"] == 0  # the CLI found its admin token and URL by itself
-    assert cli.json("default", "info")["pid"] == first.proc.pid
+    info = cli.json("default", "info")
+    assert info["pid"] == first.proc.pid
+    # No server.log is written in the foreground: info says where the logs go instead.
+    assert not (cli.home / "default" / "server.log").exists()
+    assert info["log"] == "the terminal of `mail-proxy serve` (stderr)"
 
     # `start default` does not start a second server on the same data: it names the running one.
     again = cli.run("start", "default")

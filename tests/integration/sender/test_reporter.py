@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections import Counter
 from typing import Any
 
+import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -323,3 +325,23 @@ async def _failures(world: World, tenant_id: str, count: int) -> bool:
 
 async def _called(app: HttpApp, path: str, count: int) -> bool:
     return len(app.hits(path)) >= count
+
+
+async def test_a_refused_sync_url_is_visible_and_names_the_setting(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newcomer's local app (`client_base_url` on loopback) refused by the outbound policy:
+    the tenant's sync status and a WARNING line say so and name GMP_OUTBOUND_ALLOW."""
+    caplog.set_level(logging.WARNING)
+    sink = SmtpSink()
+    app = HttpApp({SYNC: answering()})
+    async with smtp_server(sink) as port, http_server(app) as local_app:
+        await world.tenant("acme", client_base_url=local_app.url)
+        await world.account("acme", "smtp1", port)
+        await world.enqueue("acme", "smtp1", {"id": "m1"})
+        async with running_sender(world, outbound_allow=(), sync_backoff_base_seconds=60):
+            await eventually(lambda: _failures(world, "acme", 1))
+    assert app.hits(SYNC) == []
+    assert "GMP_OUTBOUND_ALLOW" in (await _tenant(world, "acme"))["last_sync_error"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("GMP_OUTBOUND_ALLOW" in line for line in warnings), warnings
