@@ -14,11 +14,13 @@ so it can never keep them from their message.
 
 `outcome()` turns the tally into the message's outcome: `deferred` while some recipient is
 deferred and retries are left, else `sent` when anybody accepted (now or before), else `error`.
-A recipient still deferred when the retries run out stays `deferred` (reason `Max retries (N)
-exceeded: <last reason>`, no next attempt): it was never refused by the server, so it is never
-reported as refused. Rows and the report's `recipients` list are written only when some
-recipient was not accepted at once (a v0.6 message stays v0.6). Rows are keyed by the normalised
-address (dedupe); reports show the address as the app submitted it (`submitted`).
+A recipient still deferred when the retries run out is given up: `refused` with code null
+(the server never refused it, so no server code is shown as if it had) and reason `Max retries
+(N) exceeded: <last reason>`. Apps read `deferred` as "still being tried": a recipient nobody
+will try again is final, like every recipient of a finished message. Rows and the report's
+`recipients` list are written only when some recipient was not accepted at once (a v0.6
+message stays v0.6). Rows are keyed by the normalised address (dedupe); reports show the
+address as the app submitted it (`submitted`).
 """
 
 from __future__ import annotations
@@ -174,12 +176,14 @@ class RecipientTally:
         """The message's outcome after attempt number `attempts` (see the module doc)."""
         retry = attempts <= policy.max_retries
         until = int(now + policy.delay_seconds(attempts)) if retry else None
+        given_up = False
         if not retry:
-            # Given up, but never refused by the server: still `deferred`, saying so.
+            # Given up by us, not refused by the server: final, without a server code.
             for address, fate in list(self.fates.items()):
                 if fate.status == DEFERRED:
                     reason = f"Max retries ({policy.max_retries}) exceeded: {fate.reason}"
-                    self.fates[address] = Fate(DEFERRED, fate.code, reason)
+                    self.fates[address] = Fate(REFUSED, None, reason)
+                    given_up = True
         merged = self.merged()
         deferred = {a: f for a, f in merged.items() if f.status == DEFERRED}
         refused = {a: f for a, f in merged.items() if f.status == REFUSED}
@@ -238,7 +242,7 @@ class RecipientTally:
             meta["smtp_code"] = codes[0]
         error = (
             f"No recipient accepted: {_summary({**refused, **deferred}, self._submitted)}"
-            if deferred
+            if deferred or given_up
             else f"All recipients refused: {_summary(refused, self._submitted)}"
         )
         return Outcome(

@@ -50,7 +50,7 @@ async def test_a_recipient_ending_the_session_does_not_keep_the_others_from_the_
     assert {a: r["status"] for a, r in rows.items()} == {
         "a@example.org": "accepted",
         "b@example.org": "accepted",
-        "bad@example.org": "deferred",  # given up, never refused by the server
+        "bad@example.org": "refused",  # given up (code null: no server refused it)
         "c@example.org": "accepted",
     }
     bad = rows["bad@example.org"]
@@ -59,9 +59,9 @@ async def test_a_recipient_ending_the_session_does_not_keep_the_others_from_the_
     assert bad["reason"].startswith("Max retries (1) exceeded: the session ended at this recipient")
     deferred, sent = await _items(world)
     assert [r["address"] for r in deferred["recipients"]] == TO
-    assert {r["status"] for r in sent["recipients"]} == {"accepted", "deferred"}
+    assert {r["status"] for r in sent["recipients"]} == {"accepted", "refused"}
     assert [r for r in sent["recipients"] if r["status"] != "accepted"] == [
-        {"address": "bad@example.org", "status": "deferred", "code": None, "reason": bad["reason"]}
+        {"address": "bad@example.org", "status": "refused", "code": None, "reason": bad["reason"]}
     ]
     assert "refused" not in sent
 
@@ -110,8 +110,8 @@ async def test_a_session_ending_at_data_defers_nobody_in_particular(world: World
 async def test_accepted_recipients_stay_accepted_when_a_later_session_ends(
     world: World,
 ) -> None:
-    """A greylisted recipient's retry meets a server that hangs up: it stays deferred with no
-    code, and the one who accepted is never named again."""
+    """A greylisted recipient's retry meets a server that hangs up: it is given up (refused
+    with no code) when the retries run out, and the one who accepted is never named again."""
     sink = SmtpSink(rcpt_replies={"grey@example.org": "451 4.7.1 Greylisted"})
     async with smtp_server(sink) as port:
         await _setup(world, port)
@@ -126,7 +126,7 @@ async def test_accepted_recipients_stay_accepted_when_a_later_session_ends(
     rows = await _rows(world)
     assert rows["ok@example.org"]["status"] == "accepted"
     grey = rows["grey@example.org"]
-    assert (grey["status"], grey["code"]) == ("deferred", None)
+    assert (grey["status"], grey["code"]) == ("refused", None)
     assert "Service shutting down" in grey["reason"]
 
 
@@ -209,7 +209,7 @@ async def test_a_recipient_limit_never_refuses_anybody_after_max_retries(world: 
             await eventually(lambda: _is(world, "error"), timeout=30)
     rows = await _rows(world)
     for address in to:
-        assert (rows[address]["status"], rows[address]["code"]) == ("deferred", 452)
+        assert (rows[address]["status"], rows[address]["code"]) == ("refused", None)
         assert rows[address]["reason"] == (
             "Max retries (1) exceeded: 452 4.5.3 Too many recipients"
         )
@@ -217,7 +217,7 @@ async def test_a_recipient_limit_never_refuses_anybody_after_max_retries(world: 
     assert sink.connections == 2  # one fresh session per attempt, no loop
     *_, error = await _items(world)
     assert error["error"].startswith("No recipient accepted: a@example.org: Max retries")
-    assert {r["status"] for r in error["recipients"]} == {"deferred"}
+    assert {r["status"] for r in error["recipients"]} == {"refused"}
 
 
 async def test_a_full_mailbox_452_is_deferred_for_that_recipient_only(world: World) -> None:
@@ -231,8 +231,8 @@ async def test_a_full_mailbox_452_is_deferred_for_that_recipient_only(world: Wor
             await eventually(lambda: _is(world, "sent"), timeout=30)
     rows = await _rows(world)
     assert (rows["full@example.org"]["status"], rows["full@example.org"]["code"]) == (
-        "deferred",
-        452,
+        "refused",
+        None,
     )
     assert rows["full@example.org"]["reason"] == "Max retries (1) exceeded: 452 4.2.2 Mailbox full"
     assert sink.rcpts_seen.count("full@example.org") == 2  # one try per attempt, no loop

@@ -167,8 +167,11 @@ async def test_a_recipient_that_stays_deferred_ends_given_up_and_the_message_sen
         async with running_sender(world, max_retries=1, **RETRY_FAST):
             await eventually(lambda: _is(world, "sent"), timeout=30)
     rows = await _rows(world)
-    # Given up, but the server never refused it: still `deferred`, saying why.
-    assert rows["full@example.org"]["status"] == "deferred"
+    # Given up: final (`refused`, code null: the server never refused it), saying why.
+    assert (rows["full@example.org"]["status"], rows["full@example.org"]["code"]) == (
+        "refused",
+        None,
+    )
     assert rows["full@example.org"]["next_attempt_ts"] is None
     assert rows["full@example.org"]["reason"].startswith("Max retries (1) exceeded: 452")
     assert [r.rcpt_tos for r in sink.received] == [["a@example.org"]]
