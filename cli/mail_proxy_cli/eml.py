@@ -17,7 +17,7 @@ import base64
 import re
 import uuid
 from email import policy
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 from email.parser import BytesParser
 from typing import Any
 
@@ -41,7 +41,7 @@ class EmlError(ValueError):
     """The file is not a message we can send (the text says why)."""
 
 
-def _decoded_headers(msg: EmailMessage) -> list[tuple[str, Any]]:
+def _decoded_headers(msg: MIMEPart) -> list[tuple[str, Any]]:
     """Every header, parsed from its raw bytes: UTF-8 as RFC 6532 allows (the parser's default
     would turn each 8-bit byte into U+FFFD), RFC 2047 words decoded; 8-bit bytes that are not
     UTF-8 are refused, naming the header, rather than sent garbled."""
@@ -57,6 +57,34 @@ def _decoded_headers(msg: EmailMessage) -> list[tuple[str, Any]]:
             ) from None
         out.append((name, policy.default.header_factory(name, _FOLD.sub("", text))))
     return out
+
+
+def _text(part: MIMEPart, what: str) -> str:
+    """A text part's content, decoded strictly: by its charset, or as UTF-8 when it declares
+    none or US-ASCII and carries 8-bit bytes (RFC 6532 practice); what cannot be decoded is
+    refused, never turned into U+FFFD."""
+    data = part.get_payload(decode=True)
+    raw = data if isinstance(data, bytes) else b""
+    charset = part.get_content_charset() or "us-ascii"
+    if charset in ("us-ascii", "ascii") and not raw.isascii():
+        charset = "utf-8"
+    try:
+        # Lines as the payload's `body` holds them; the message builder writes CRLF on the wire.
+        return raw.decode(charset).replace("\r\n", "\n")
+    except (LookupError, UnicodeDecodeError):
+        raise EmlError(f"the {what} is not valid {charset} text") from None
+
+
+def _filename(part: MIMEPart) -> str | None:
+    """The part's file name from its own headers decoded as `_decoded_headers` does (raw UTF-8
+    or RFC 2231/2047), Content-Disposition's `filename` first, then Content-Type's `name`."""
+    headers = _decoded_headers(part)
+    for header, param in (("Content-Disposition", "filename"), ("Content-Type", "name")):
+        for value in _all(headers, header):
+            name = getattr(value, "params", {}).get(param)
+            if name:
+                return str(name)
+    return None
 
 
 def _all(headers: list[tuple[str, Any]], name: str) -> list[Any]:
@@ -83,7 +111,7 @@ def _attachment(part: EmailMessage, index: int) -> dict[str, Any]:
     content = part.get_payload(decode=True)
     data = content if isinstance(content, bytes) else b""
     return {
-        "filename": part.get_filename() or f"attachment-{index}.bin",
+        "filename": _filename(part) or f"attachment-{index}.bin",
         "storage_path": base64.b64encode(data).decode("ascii"),
         "fetch_mode": "base64",
         "mime_type": part.get_content_type(),
@@ -110,7 +138,7 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
         "from": sender,
         "to": recipients,
         "subject": str(subjects[0]) if subjects else "",
-        "body": body_part.get_content() if body_part is not None else "",
+        "body": _text(body_part, "message body") if body_part is not None else "",
         "content_type": "html"
         if body_part is not None and body_part.get_content_subtype() == "html"
         else "plain",
@@ -121,7 +149,7 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
         and text_part is not body_part
         and payload["content_type"] == "html"
     ):
-        payload["text_body"] = text_part.get_content()
+        payload["text_body"] = _text(text_part, "text alternative")
     headers = {
         name: str(value)
         for name, value in headers_in
@@ -145,7 +173,7 @@ def message_from_eml(raw: bytes) -> dict[str, Any]:
         if not part.is_multipart()
         and part is not body_part
         and part is not text_part
-        and (part.get_filename() or part.is_attachment())
+        and (_filename(part) or part.is_attachment())
     ]
     if attachments:
         payload["attachments"] = attachments

@@ -112,3 +112,23 @@ def test_custom_headers_of_the_file_are_kept() -> None:
         "X-Campaign": "spring",
     }
     assert (payload["body"], payload["text_body"]) == ("<p>html</p>\n", "text\n")
+
+
+def test_8bit_bodies_and_file_names_are_utf8_or_refused() -> None:
+    head = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+    undeclared = head + b"Content-Transfer-Encoding: 8bit\r\n\r\ncaff\xc3\xa8\r\n"
+    assert message_from_eml(undeclared)["body"] == "caffè\n"
+    latin1 = head + b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\ncaff\xe8\r\n"
+    assert message_from_eml(latin1)["body"].startswith("caffè")
+    garbled = head + b"Content-Transfer-Encoding: 8bit\r\n\r\ncaff\xe8\r\n"
+    with pytest.raises(EmlError, match="the message body is not valid utf-8 text"):
+        message_from_eml(garbled)
+    mixed = (
+        head + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nhi\r\n--b\r\n"
+        b"Content-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="f\xc3\xa8.pdf"'
+        b"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--b--\r\n"
+    )
+    [attachment] = message_from_eml(mixed)["attachments"]
+    assert attachment["filename"] == "fè.pdf"
