@@ -57,6 +57,7 @@ class WebhookCreate(BaseModel):
     url: str = Field(max_length=2048)
     event_types: list[EventType] | None = Field(
         default=None,
+        min_length=1,  # an empty list would never fire: null means every event
         max_length=64,
         description="Event types to send, among: "
         + ", ".join(WEBHOOK_EVENT_TYPES)
@@ -72,7 +73,7 @@ class WebhookUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str | None = Field(default=None, max_length=2048)
-    event_types: list[EventType] | None = Field(default=None, max_length=64)
+    event_types: list[EventType] | None = Field(default=None, min_length=1, max_length=64)
     active: bool | None = Field(default=None, description="true also clears the failure count")
 
     @field_validator("url")

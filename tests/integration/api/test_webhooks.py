@@ -161,5 +161,12 @@ async def test_event_types_are_the_ones_the_service_emits(api: Api) -> None:
                 assert f"unknown event type {bad!r}" in text, text
                 assert "recipient_refused" in text, text
                 assert "pec_*" in text, text
+    # An empty list would never fire either (null is "every event").
+    r = await api.client.patch("/webhooks/w", json={"event_types": []}, headers=me)
+    assert r.status_code == 422, r.text
+    r = await api.client.post(
+        "/webhooks", json={"url": "https://example.org/z", "event_types": []}, headers=me
+    )
+    assert r.status_code == 422, r.text
     [stored] = (await api.client.get("/webhooks", headers=me)).json()["webhooks"]
     assert stored["event_types"] == list(WEBHOOK_EVENT_TYPES)
