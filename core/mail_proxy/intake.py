@@ -33,8 +33,9 @@ INVALID_ID = "invalid id"  # never stored: it could not be a key, a header or a 
 TOO_MANY_RECIPIENTS = "too many recipients"
 DEFAULT_MAX_RECIPIENTS = 1000
 # Control characters other than HTAB, in any header text (RFC 5322 section 2.2: field bodies
-# are printable characters and WSP). CR and LF have their own reason ("line break in ...").
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# are printable characters and WSP; RFC 6532 3.2 keeps C1 controls out of UTF-8 headers too),
+# and the Unicode line and paragraph separators. CR and LF have their own reason.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 # RFC 5322 section 3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}")
 # Payload key, set by intake, naming the recipients left out because they are suppressed.

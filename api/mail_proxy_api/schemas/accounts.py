@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mail_proxy.hostnames import host_problem
 from mail_proxy.ids import ACCOUNT_ID_PATTERN, TENANT_ID_PATTERN
 from mail_proxy_api.schemas.bounce import HOST_PATTERN, folder_name
 from mail_proxy_api.schemas.bounds import INT32_MAX
@@ -17,7 +18,7 @@ class AccountPayload(BaseModel):
 
     id: str = Field(pattern=ACCOUNT_ID_PATTERN)
     tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
-    host: str = Field(min_length=1, pattern=r"^[^\s\r\n]+$")
+    host: str = Field(min_length=1, max_length=255)
     port: int = Field(ge=1, le=65535)
     user: str | None = None
     password: str | None = None
@@ -45,6 +46,13 @@ class AccountPayload(BaseModel):
     imap_processed_folder: str | None = Field(default=None, min_length=1, max_length=200)
 
     _folder = field_validator("imap_folder", "imap_processed_folder")(folder_name)
+
+    @field_validator("host", "imap_host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and (problem := host_problem(value)):
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _pec_mailbox(self) -> AccountPayload:

@@ -22,6 +22,7 @@ from typing import Protocol
 import asyncpg
 
 from mail_proxy.db.idempotency import purge_keys
+from mail_proxy.db.provider_feedback import purge_seen
 from mail_proxy.db.rate_budget import DAY
 from mail_proxy.db.webhooks import purge_deliveries
 
@@ -59,6 +60,7 @@ class Purged:
     command_log: int = 0
     idempotency_keys: int = 0
     webhook_deliveries: int = 0
+    provider_notifications: int = 0
 
 
 async def _drain(conn: asyncpg.Connection, sql: str, cutoff: float) -> int:
@@ -102,9 +104,11 @@ async def purge(
                 conn, _PURGE_COMMAND_LOG, int(now - command_log_retention_seconds)
             )
         keys = await _drain_with(conn, purge_keys, now - idempotency_ttl_seconds)
-        deliveries = 0
+        deliveries = notifications = 0
         if report_retention_seconds > 0:
-            deliveries = await _drain_with(conn, purge_deliveries, now - report_retention_seconds)
-        return Purged(messages, send_log, commands, keys, deliveries)
+            cutoff = now - report_retention_seconds
+            deliveries = await _drain_with(conn, purge_deliveries, cutoff)
+            notifications = await _drain_with(conn, purge_seen, cutoff)
+        return Purged(messages, send_log, commands, keys, deliveries, notifications)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

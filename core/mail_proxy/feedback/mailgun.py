@@ -61,9 +61,10 @@ def verify(payload: dict[str, Any], signing_key: str, *, now: float, max_age: fl
 
 
 def replay_key(payload: dict[str, Any]) -> str:
-    """What makes a verified signature unique: its token. Mailgun's HMAC covers timestamp +
-    token, not the event data, so each signature is honoured once (call after `verify`)."""
-    return f"signature:{payload['signature']['token']}"
+    """What makes a verified signature unique: the signature itself (the HMAC of the exact
+    timestamp + token string, however it is split between the two fields). Mailgun's HMAC does
+    not cover the event data, so each signature is honoured once (call after `verify`)."""
+    return f"signature:{str(payload['signature']['signature']).lower()}"
 
 
 def events(payload: dict[str, Any], now: int) -> list[FeedbackEvent]:

@@ -497,6 +497,15 @@ async def test_mailgun_and_postmark(world: Any) -> None:
     assert r.status_code == 200
     assert r.json()["recorded"] == 0
     assert r.json()["duplicates"] == 1
+    # The same signature with the signed string split differently between the two fields.
+    signature = payload["signature"]
+    resplit = {
+        "timestamp": signature["timestamp"] + signature["token"][:2],
+        "token": signature["token"][2:],
+        "signature": signature["signature"],
+    }
+    r = await api.client.post("/providers/mailgun/acme", json=forged | {"signature": resplit})
+    assert r.status_code == 401
     listed = await api.client.get(
         "/suppressions", params={"tenant_id": "acme"}, headers=api.admin()
     )

@@ -50,6 +50,10 @@ async def _setup(world: World) -> None:
         time.time() - 10,
     )
     await world.execute(
+        "INSERT INTO provider_feedback_seen (tenant_id, provider, event_key, seen_at) VALUES "
+        "('acme', 'mailgun', 'old', now() - interval '8 days'), ('acme', 'mailgun', 'new', now())"
+    )
+    await world.execute(
         "INSERT INTO command_log (command_ts, endpoint, payload) VALUES ($1, 'old', '{}'), "
         "($2, 'new', '{}')",
         old,
@@ -72,6 +76,11 @@ async def test_purge_keeps_what_is_unreported_recent_or_unsent(world: World) -> 
         )
     assert purged is not None
     assert (purged.messages, purged.send_log, purged.command_log) == (2, 1, 1)
+    # Applied provider notifications (their duplicate guard) go after the report retention.
+    assert purged.provider_notifications == 1
+    assert await world.fetchval("SELECT array_agg(event_key) FROM provider_feedback_seen") == [
+        "new"
+    ]
     assert await _ids(world) == {"old_unreported", "recent_reported", "pending"}
     assert await world.fetchval("SELECT count(*) FROM message_events") == 2
     assert await world.fetchval(
