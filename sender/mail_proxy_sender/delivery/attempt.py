@@ -144,7 +144,9 @@ class Deliverer:
 
         payload = job.message.payload
         shown = submitted_forms(payload.get("to"), payload.get("cc"), payload.get("bcc"))
-        tally = RecipientTally(wire.recipients, job.message.recipients, shown)
+        tally = RecipientTally(
+            wire.recipients, job.message.recipients, shown, attempt=job.message.attempts
+        )
         suppressed = {str(a).lower() for a in job.message.payload.get(SUPPRESSED_KEY) or ()}
         for address in wire.recipients:
             if address.lower() in suppressed:

@@ -54,9 +54,13 @@ class RecipientTally:
         recipients: Sequence[str],
         previous: Iterable[Mapping[str, Any]] | None,
         submitted: Mapping[str, str] | None = None,
+        *,
+        attempt: int = 0,
     ) -> None:
         """`recipients`: normalised envelope addresses; `previous`: stored rows (`address`,
-        `status`, `code`, `reason`); `submitted`: normalised address -> as the app wrote it."""
+        `status`, `code`, `reason`); `submitted`: normalised address -> as the app wrote it;
+        `attempt`: the attempt number (earlier suspects take turns first, one more each
+        attempt, so a session cap per attempt never leaves one of them untried for good)."""
         self.recipients = list(recipients)
         self._submitted = dict(submitted or {})
         self._too_many: dict[str, Answer] = {}
@@ -66,11 +70,18 @@ class RecipientTally:
         }
         # Recipients whose RCPT a session ended at (now, or in an earlier attempt, as their
         # stored reason says): named last, alone, each as often as the others (module doc).
-        self.suspects: dict[str, int] = {
-            a: 0
-            for a, f in self._previous.items()
-            if f.status == DEFERRED and (f.reason or "").startswith(SUSPECT)
-        }
+        earlier = [
+            a
+            for a in self.recipients
+            if a in self._previous
+            and self._previous[a].status == DEFERRED
+            and (self._previous[a].reason or "").startswith(SUSPECT)
+        ]
+        if earlier:
+            turn = attempt % len(earlier)
+            earlier = earlier[turn:] + earlier[:turn]
+        self.suspects: dict[str, int] = dict.fromkeys(earlier, 0)
+        self._ended_by: dict[str, str] = {}  # suspect -> how the session ended at it
         self._ended_alone: set[str] = set()
         self.fates: dict[str, Fate] = {}
         self._named: set[str] = set()  # named in an SMTP transaction during this attempt
@@ -89,11 +100,18 @@ class RecipientTally:
         suspects, else one suspect alone."""
         pending = self.to_send()
         others = [r for r in pending if r not in self.suspects]
-        return others or sorted(pending, key=lambda r: self.suspects[r])[:1]
+        if others:
+            return others
+        # Fewest turns first; ties in `suspects` order (rotated per attempt).
+        order = {address: i for i, address in enumerate(self.suspects)}
+        return sorted(pending, key=lambda r: (self.suspects.get(r, 0), order.get(r, 0)))[:1]
 
-    def suspect(self, address: str, *, alone: bool) -> None:
-        """A session ended at `address`'s RCPT (`alone`: named in a transaction of its own)."""
+    def suspect(self, address: str, *, alone: bool, why: str | None = None) -> None:
+        """A session ended at `address`'s RCPT (`alone`: named in a transaction of its own;
+        `why`: how it ended, kept as that recipient's reason)."""
         self.suspects[address] = self.suspects.get(address, 0) + 1
+        if why:
+            self._ended_by[address] = why
         if alone:
             self._ended_alone.add(address)
 
@@ -111,8 +129,20 @@ class RecipientTally:
         """No answer for these recipients: the session ended or could not open. Deferred
         with the session's reason and no code (the server said nothing about them)."""
         for address in addresses:
-            why = SUSPECT if address in self.suspects else "no answer for this recipient"
-            self.fates[address] = Fate(DEFERRED, None, f"{why}: {failure.described}")
+            if address in self.suspects:
+                # How the session ended at this recipient, not how the last one ended.
+                ended = self._ended_by.get(address) or self._previous_ending(address)
+                reason = f"{SUSPECT}: {ended or failure.described}"
+            else:
+                reason = f"no answer for this recipient: {failure.described}"
+            self.fates[address] = Fate(DEFERRED, None, reason)
+
+    def _previous_ending(self, address: str) -> str | None:
+        earlier = self._previous.get(address)
+        text = earlier.reason if earlier is not None else None
+        if text and text.startswith(f"{SUSPECT}: "):
+            return text[len(SUSPECT) + 2 :]
+        return None
 
     def defer_too_many(self, addresses: Sequence[str]) -> None:
         """Recipients a fresh session left out for its recipient limit (the first of them

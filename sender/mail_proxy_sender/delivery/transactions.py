@@ -60,7 +60,11 @@ class TransactionLoop:
                 smtputf8=wire.smtputf8,
             )
             if result.ended_at_address is not None:
-                tally.suspect(result.ended_at_address, alone=len(names) == 1)
+                tally.suspect(
+                    result.ended_at_address,
+                    alone=len(names) == 1,
+                    why=result.ended.described if result.ended is not None else None,
+                )
             ended = self._domain_limits(account_pk, result)
             if (
                 result.refused_message is not None
