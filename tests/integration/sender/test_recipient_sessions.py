@@ -218,22 +218,3 @@ async def test_a_recipient_limit_never_refuses_anybody_after_max_retries(world: 
     *_, error = await _items(world)
     assert error["error"].startswith("No recipient accepted: a@example.org: Max retries")
     assert {r["status"] for r in error["recipients"]} == {"refused"}
-
-
-async def test_a_full_mailbox_452_is_deferred_for_that_recipient_only(world: World) -> None:
-    sink = SmtpSink(rcpt_replies={"full@example.org": "452 4.2.2 Mailbox full"})
-    async with smtp_server(sink) as port:
-        await _setup(world, port)
-        await world.enqueue(
-            "acme", "smtp1", {"id": "m1", "to": ["full@example.org", "a@example.org"]}
-        )
-        async with running_sender(world, max_retries=1, **RETRY_FAST):
-            await eventually(lambda: _is(world, "sent"), timeout=30)
-    rows = await _rows(world)
-    assert (rows["full@example.org"]["status"], rows["full@example.org"]["code"]) == (
-        "refused",
-        None,
-    )
-    assert rows["full@example.org"]["reason"] == "Max retries (1) exceeded: 452 4.2.2 Mailbox full"
-    assert sink.rcpts_seen.count("full@example.org") == 2  # one try per attempt, no loop
-    assert sink.rcpts_seen.count("a@example.org") == 1

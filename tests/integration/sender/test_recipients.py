@@ -173,7 +173,8 @@ async def test_a_recipient_that_stays_deferred_ends_given_up_and_the_message_sen
         None,
     )
     assert rows["full@example.org"]["next_attempt_ts"] is None
-    assert rows["full@example.org"]["reason"].startswith("Max retries (1) exceeded: 452")
+    # 452 4.2.2 (mailbox full) is that recipient's deferral, not "too many recipients".
+    assert rows["full@example.org"]["reason"] == "Max retries (1) exceeded: 452 4.2.2 Mailbox full"
     assert [r.rcpt_tos for r in sink.received] == [["a@example.org"]]
     assert sink.rcpts_seen.count("full@example.org") == 2
     assert sink.rcpts_seen.count("a@example.org") == 1
