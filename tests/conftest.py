@@ -106,10 +106,10 @@ async def _build_template(server_dsn: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def dsn(pg_server: str) -> AsyncIterator[str]:
-    """A migrated database of this test's own, dropped afterwards."""
-    name = f"mp_test_{os.getpid()}_{next(_counter)}"
+@contextlib.asynccontextmanager
+async def migrated_database(pg_server: str, prefix: str = "mp_test") -> AsyncIterator[str]:
+    """A migrated database of its own (a copy of the template), dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_counter)}"
     admin = await asyncpg.connect(pg_server)
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
@@ -117,6 +117,13 @@ async def dsn(pg_server: str) -> AsyncIterator[str]:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def dsn(pg_server: str) -> AsyncIterator[str]:
+    """A migrated database of this test's own, dropped afterwards."""
+    async with migrated_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture

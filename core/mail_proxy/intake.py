@@ -55,9 +55,11 @@ _LIST_FIELDS = (*_RECIPIENT_FIELDS, "reply_to")
 _HEADER_TEXT_FIELDS = ("subject", "message_id", "batch_code")
 
 
-def recipient_count(message: Mapping[str, Any]) -> int:
-    """How many recipients (to + cc + bcc) `message` names, before any validation."""
-    return sum(len(split_recipients(message.get(field))) for field in _RECIPIENT_FIELDS)
+def recipient_count(
+    to: str | list[str] | None, cc: str | list[str] | None, bcc: str | list[str] | None
+) -> int:
+    """How many recipients a message names in to + cc + bcc, before any validation."""
+    return sum(len(split_recipients(field)) for field in (to, cc, bcc))
 
 
 def _bad_text(value: str, where: str) -> str | None:
@@ -84,7 +86,7 @@ def rejection_reason(
         # carries `To: undisclosed-recipients:;`); with no recipient at all, `missing to`.
         if not get(field) and (field != "to" or not (get("cc") or get("bcc"))):
             return reason
-    count = recipient_count(message)
+    count = recipient_count(get("to"), get("cc"), get("bcc"))
     if count > max_recipients:
         return f"{TOO_MANY_RECIPIENTS}: {count} (at most {max_recipients})"
     for field in _ADDRESS_FIELDS:

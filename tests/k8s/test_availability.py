@@ -4,17 +4,15 @@ installs side by side on one API server (issue 16, items 3, 4 and 5)."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from mail_proxy.db.pool import create_pool
 from mail_proxy.encryption import generate_key
-from tests.conftest import TEMPLATE, dsn_for
+from tests.conftest import migrated_database
 from tests.k8s.conftest import Cluster, OperatorProcess, _cluster, operator_process
 from tests.k8s.kube import (
     Kube,
@@ -109,14 +107,8 @@ async def _leads(operator: OperatorProcess, value: float) -> bool:
 
 @pytest.fixture
 async def second_dsn(pg_server: str) -> AsyncIterator[str]:
-    name = f"mp_second_{os.getpid()}_{id(object())}"
-    admin = await asyncpg.connect(pg_server)
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        yield dsn_for(pg_server, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with migrated_database(pg_server, "mp_second") as url:
+        yield url
 
 
 async def test_two_installs_share_one_api_server(

@@ -176,9 +176,7 @@ async def _enqueue_answer(
         # The reference's shape for a refused batch: {"detail": {"error": ..., "rejected": []}}.
         error = f"Cannot enqueue more than {limit} messages at once"
         return 400, {"detail": {"error": error, "rejected": []}}
-    recipients = sum(
-        len(split_recipients(field)) for m in body.messages for field in (m.to, m.cc, m.bcc)
-    )
+    recipients = sum(intake.recipient_count(m.to, m.cc, m.bcc) for m in body.messages)
     if recipients > ctx.settings.max_recipients_per_batch:
         error = (
             f"Cannot enqueue more than {ctx.settings.max_recipients_per_batch} recipients at "
