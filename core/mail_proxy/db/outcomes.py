@@ -90,9 +90,21 @@ SELECT pk FROM upd
 async def record_outcomes(
     conn: asyncpg.Connection, *, outcomes: list[Outcome], owner: str
 ) -> set[int]:
-    """Store a batch of outcomes; returns the message pks whose row changed."""
+    """Store a batch of outcomes atomically; returns the message pks whose row changed.
+
+    One statement when no outcome carries per-recipient rows (the usual case: every recipient
+    accepted at once), which is atomic on its own; else both statements in one transaction
+    (a savepoint when the caller already opened one).
+    """
     if not outcomes:
         return set()
+    if any(o.recipients for o in outcomes):
+        async with conn.transaction():
+            return await _record(conn, outcomes, owner)
+    return await _record(conn, outcomes, owner)
+
+
+async def _record(conn: asyncpg.Connection, outcomes: list[Outcome], owner: str) -> set[int]:
     rows = await conn.fetch(
         _RECORD,
         [o.message_pk for o in outcomes],

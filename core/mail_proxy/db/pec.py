@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from mail_proxy.db.pool import session_lock
+
 ACCEPTANCE_TIMEOUT_EVENT = "pec_timeout"
 DELIVERY_TIMEOUT_EVENT = "pec_delivery_timeout"
 # "mail-pec" in ASCII: one timeout checker at a time across every process.
@@ -111,13 +113,11 @@ async def apply_pec_timeouts(
 ) -> tuple[int, int] | None:
     """Emit due timeout events; (acceptance, delivery) counts, None when another process is
     checking right now."""
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
-        return None
-    try:
+    async with session_lock(conn, _LOCK_KEY) as taken:
+        if not taken:
+            return None
         accepted = await conn.fetch(
             _ACCEPTANCE_TIMEOUTS, now_ts - acceptance_timeout_seconds, now_ts
         )
         delivered = await conn.fetch(_DELIVERY_TIMEOUTS, now_ts - delivery_timeout_seconds, now_ts)
         return len(accepted), len(delivered)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

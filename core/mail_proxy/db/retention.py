@@ -22,6 +22,7 @@ from typing import Protocol
 import asyncpg
 
 from mail_proxy.db.idempotency import purge_keys
+from mail_proxy.db.pool import session_lock
 from mail_proxy.db.provider_feedback import purge_seen
 from mail_proxy.db.rate_budget import DAY
 from mail_proxy.db.webhooks import purge_deliveries
@@ -91,9 +92,9 @@ async def purge(
     idempotency_ttl_seconds: float = 86_400,
 ) -> Purged | None:
     """Apply retention; None when another pod is doing it right now."""
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LOCK_KEY):
-        return None
-    try:
+    async with session_lock(conn, _LOCK_KEY) as taken:
+        if not taken:
+            return None
         messages = 0
         if report_retention_seconds > 0:
             messages = await _drain(conn, _PURGE_MESSAGES, int(now - report_retention_seconds))
@@ -110,5 +111,3 @@ async def purge(
             deliveries = await _drain_with(conn, purge_deliveries, cutoff)
             notifications = await _drain_with(conn, purge_seen, cutoff)
         return Purged(messages, send_log, commands, keys, deliveries, notifications)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)

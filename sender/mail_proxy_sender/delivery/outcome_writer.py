@@ -98,7 +98,7 @@ class OutcomeWriter:
 
     async def _store(self, batch: list[Recorded]) -> bool:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire() as conn:
                 changed = await record_outcomes(
                     conn, outcomes=[r.outcome for r in batch], owner=self._owner
                 )
