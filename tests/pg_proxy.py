@@ -15,7 +15,9 @@ import pytest
 
 class SocketProxy:
     """A Unix-socket relay in front of Postgres that a test can cut and restore (an outage
-    without stopping the shared server): cutting closes every relayed connection."""
+    without stopping the shared server): cutting closes every relayed connection. Holding the
+    replies lets a statement run on the server while its answer is still on the way (a client
+    cancelled after Postgres did the work)."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -25,6 +27,8 @@ class SocketProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._replying = asyncio.Event()
+        self._replying.set()
 
     def freeze(self) -> None:
         """Postgres hangs: connections stay open, nothing more goes through either way."""
@@ -32,6 +36,13 @@ class SocketProxy:
 
     def thaw(self) -> None:
         self._flowing.set()
+
+    def hold_replies(self) -> None:
+        """Statements still reach Postgres and run; what it answers waits in the relay."""
+        self._replying.clear()
+
+    def release_replies(self) -> None:
+        self._replying.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
@@ -54,15 +65,18 @@ class SocketProxy:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, *gates: asyncio.Event
+        ) -> None:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
-                    await self._flowing.wait()
+                    for gate in (self._flowing, *gates):
+                        await gate.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, self._replying))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
 

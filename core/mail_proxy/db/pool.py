@@ -53,21 +53,48 @@ async def session_lock(conn: asyncpg.Connection, key: int) -> AsyncIterator[bool
     """`pg_try_advisory_lock(key)` held for the block (for work spread over several
     transactions, e.g. batched deletes); yields whether it was taken.
 
-    The lock is released at the end; when that cannot be done (the block was cancelled
-    mid-query, the connection broke) the connection is closed instead, which releases it too:
-    a pooled connection never goes back to the pool holding the lock (the pool does not reset
-    sessions, see `_no_session_state`).
+    The lock is released at the end; when that cannot be done (the connection broke, or a
+    cancellation cut the unlock) the connection is closed instead, which releases it too. So
+    is a connection whose attempt was cut before its answer came (cancelled, connection lost):
+    Postgres may have granted the lock all the same. A pooled connection never goes back to
+    the pool holding the lock (the pool does not reset sessions, see `_no_session_state`).
+
+    Errors: the block's own (its cancellation included) when it fails, never the failed
+    unlock's; else the unlock's. Session locks stack: a nested block on the same connection
+    takes the key again and releases its own level (PostgreSQL manual, "Advisory Locks").
     """
-    taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
     try:
-        yield taken
-    finally:
-        if taken:
-            try:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            except BaseException:
-                conn.terminate()
-                raise
+        taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+    except BaseException:
+        _close(conn)
+        raise
+    if not taken:
+        yield False
+        return
+    try:
+        yield True
+    except BaseException:
+        # The block's error is the one to report; the unlock may fail too (the connection is
+        # gone), and then closing it is what releases the lock. A new cancellation still wins.
+        with contextlib.suppress(Exception):
+            await _unlock(conn, key)
+        raise
+    await _unlock(conn, key)
+
+
+async def _unlock(conn: asyncpg.Connection, key: int) -> None:
+    try:
+        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+    except BaseException:
+        _close(conn)
+        raise
+
+
+def _close(conn: asyncpg.Connection) -> None:
+    """Close at once (releasing its session locks); a pooled connection that already broke has
+    been detached from its proxy, which then refuses even this."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

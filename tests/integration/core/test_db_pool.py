@@ -5,8 +5,10 @@ import asyncio
 import contextlib
 
 import asyncpg
+import pytest
 
 from mail_proxy.db.pool import create_pool, session_lock
+from tests.pg_proxy import SocketProxy
 
 KEY = 0x6D702D74657374  # any key this test alone uses
 
@@ -77,4 +79,168 @@ async def test_a_holder_that_cannot_unlock_closes_its_connection_instead_of_keep
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await other.close()
+        await pool.close()
+
+
+_HOLDERS = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 1
+  AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid
+"""
+
+
+async def _until(observer: asyncpg.Connection, query: str, *args: object) -> None:
+    for _ in range(200):
+        if await observer.fetchval(query, *args):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"never true: {query.strip()}")
+
+
+async def _held(observer: asyncpg.Connection) -> bool:
+    return bool(await observer.fetchval(_HOLDERS, KEY))
+
+
+async def _until_free(observer: asyncpg.Connection) -> None:
+    await _until(observer, f"SELECT ({_HOLDERS}) = 0", KEY)
+
+
+async def test_a_lock_granted_to_a_call_cancelled_before_its_answer_is_not_kept_by_the_pool(
+    dsn: str, proxy: SocketProxy
+) -> None:
+    await proxy.start()
+    pool = await create_pool(proxy.dsn(dsn), min_size=1, max_size=1)
+    observer = await asyncpg.connect(dsn)
+    try:
+        async with pool.acquire() as conn, session_lock(conn, KEY):
+            pass  # its statements are prepared now: taking the lock is one round trip
+
+        async def purge_like() -> None:
+            async with pool.acquire() as conn, session_lock(conn, KEY):
+                await asyncio.sleep(3600)
+
+        proxy.hold_replies()
+        task = asyncio.create_task(purge_like())
+        # Postgres granted the lock; its answer waits in the relay when the task is cancelled
+        # (a shutdown, a timeout around the job).
+        await _until(observer, _HOLDERS, KEY)
+        task.cancel()
+        proxy.release_replies()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _until_free(observer)
+        async with pool.acquire() as conn:  # the pool goes on with a new connection
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        proxy.release_replies()
+        await observer.close()
+        await pool.close()
+
+
+async def test_a_block_cancelled_mid_query_ends_cancelled_and_frees_the_lock(dsn: str) -> None:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    observer = await asyncpg.connect(dsn)
+    try:
+
+        async def slow_job() -> None:
+            async with pool.acquire() as conn, session_lock(conn, KEY) as taken:
+                assert taken
+                await conn.execute("SELECT pg_sleep(60)")
+
+        task = asyncio.create_task(slow_job())
+        await _until(
+            observer, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
+        )
+        task.cancel()
+        # Cancelled, not turned into the failed unlock's InterfaceError (which every database
+        # loop catches and logs as a database error, so the cancellation would be lost).
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _until_free(observer)
+    finally:
+        await observer.close()
+        await pool.close()
+
+
+async def test_a_holder_killed_mid_block_reports_its_own_error_and_the_lock_is_gone(
+    dsn: str,
+) -> None:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    observer = await asyncpg.connect(dsn)
+    try:
+
+        async def slow_job() -> None:
+            async with pool.acquire() as conn, session_lock(conn, KEY):
+                await conn.execute("SELECT pg_sleep(60)")
+
+        task = asyncio.create_task(slow_job())
+        await _until(
+            observer, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
+        )
+        # Postgres ends the session (a restart, an operator's pg_terminate_backend).
+        await observer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query = 'SELECT pg_sleep(60)'"
+        )
+        with pytest.raises(asyncpg.PostgresConnectionError):
+            await task  # the statement's error, not "connection is closed" from the unlock
+        assert not await _held(observer)
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await observer.close()
+        await pool.close()
+
+
+async def test_a_cancellation_while_unlocking_closes_the_connection(
+    dsn: str, proxy: SocketProxy
+) -> None:
+    await proxy.start()
+    pool = await create_pool(proxy.dsn(dsn), min_size=1, max_size=1)
+    observer = await asyncpg.connect(dsn)
+    try:
+        async with pool.acquire() as conn, session_lock(conn, KEY):
+            pass  # prepared
+
+        pids = []
+
+        async def job() -> None:
+            async with pool.acquire() as conn, session_lock(conn, KEY):
+                pids.append(conn.get_server_pid())
+                proxy.hold_replies()  # the unlock runs; its answer never comes back
+
+        task = asyncio.create_task(job())
+        await _until_free(observer)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        proxy.release_replies()
+        assert not await _held(observer)
+        async with pool.acquire() as conn:
+            # Whether the unlock ran is unknown to the client: that connection was closed.
+            assert conn.get_server_pid() != pids[0]
+    finally:
+        proxy.release_replies()
+        await observer.close()
+        await pool.close()
+
+
+async def test_nested_blocks_on_one_connection_stack_and_each_releases_its_own(
+    dsn: str,
+) -> None:
+    # Session advisory locks stack: taken twice by one session, they need two unlocks.
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    observer = await asyncpg.connect(dsn)
+    try:
+        async with pool.acquire() as conn, session_lock(conn, KEY) as outer:
+            assert outer
+            async with session_lock(conn, KEY) as inner:
+                assert inner
+            assert await _held(observer)  # the outer block still holds it
+            assert not await observer.fetchval("SELECT pg_try_advisory_lock($1)", KEY)
+        assert not await _held(observer)
+        assert await observer.fetchval("SELECT pg_try_advisory_lock($1)", KEY)
+    finally:
+        await observer.close()
         await pool.close()
