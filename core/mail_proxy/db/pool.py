@@ -21,15 +21,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def _no_session_state(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release, after asyncpg's own (an open transaction rolled back, its
-    listeners dropped): nothing more to do.
+    """The pool's reset on release, after asyncpg's own (an open transaction rolled back, the
+    Python-side listeners forgotten; the server side is not told): nothing more to do.
 
     asyncpg's default also runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
     RESET ALL` on every release: one more round trip per borrowed connection, about a quarter
     of a busy sender's statements. Our pooled connections keep no session state to reset: no
-    SET, LISTEN (the wake-up listener has a connection of its own) or cursor outside a
-    transaction, and a session advisory lock only through `session_lock`, which releases it or
-    closes the connection.
+    SET, set_config(..., false), LISTEN (the wake-up listener has a connection of its own),
+    temporary table or held cursor, and a session advisory lock only through `session_lock`,
+    which releases it or closes the connection. tests/unit/core/test_pool_session_state.py
+    reads every statement and migration for these.
     """
 
 
