@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -11,6 +12,8 @@ from typing import Any
 import asyncpg
 
 CONNECT_TIMEOUT = 10.0
+# How long a failed or cancelled lock holder waits to unlock before it closes the connection.
+UNLOCK_TIMEOUT = 5.0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -61,8 +64,10 @@ async def session_lock(conn: asyncpg.Connection, key: int) -> AsyncIterator[bool
     the pool holding the lock (the pool does not reset sessions, see `_no_session_state`).
 
     Errors: the block's own (its cancellation included) when it fails, never the failed
-    unlock's; else the unlock's. Session locks stack: a nested block on the same connection
-    takes the key again and releases its own level (PostgreSQL manual, "Advisory Locks").
+    unlock's (the unlock then gets `UNLOCK_TIMEOUT` seconds); else the unlock's.
+
+    Session locks stack: a nested block on the same connection takes the key again and
+    releases its own level (PostgreSQL manual, "Advisory Locks").
     """
     try:
         taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
@@ -76,9 +81,12 @@ async def session_lock(conn: asyncpg.Connection, key: int) -> AsyncIterator[bool
         yield True
     except BaseException:
         # The block's error is the one to report; the unlock may fail too (the connection is
-        # gone), and then closing it is what releases the lock. A new cancellation still wins.
+        # gone), and then closing it is what releases the lock. Bounded: after a cancellation
+        # the unlock first waits for Postgres to answer it, forever when Postgres hangs (and a
+        # shutdown cancels only once). A new cancellation still wins.
         with contextlib.suppress(Exception):
-            await _unlock(conn, key)
+            async with asyncio.timeout(UNLOCK_TIMEOUT):
+                await _unlock(conn, key)
         raise
     await _unlock(conn, key)
 

@@ -7,7 +7,7 @@ import contextlib
 import asyncpg
 import pytest
 
-from mail_proxy.db.pool import create_pool, session_lock
+from mail_proxy.db.pool import UNLOCK_TIMEOUT, create_pool, session_lock
 from tests.pg_proxy import SocketProxy
 
 KEY = 0x6D702D74657374  # any key this test alone uses
@@ -242,5 +242,36 @@ async def test_nested_blocks_on_one_connection_stack_and_each_releases_its_own(
         assert not await _held(observer)
         assert await observer.fetchval("SELECT pg_try_advisory_lock($1)", KEY)
     finally:
+        await observer.close()
+        await pool.close()
+
+
+async def test_a_holder_cancelled_while_postgres_hangs_ends_and_drops_its_connection(
+    dsn: str, proxy: SocketProxy
+) -> None:
+    # A shutdown cancels the job once; with Postgres frozen, the unlock that follows would wait
+    # for an answer forever, and the sender's shutdown with it.
+    await proxy.start()
+    pool = await create_pool(proxy.dsn(dsn), min_size=1, max_size=1)
+    observer = await asyncpg.connect(dsn)
+    try:
+
+        async def slow_job() -> None:
+            async with pool.acquire() as conn, session_lock(conn, KEY):
+                await conn.execute("SELECT pg_sleep(60)")
+
+        task = asyncio.create_task(slow_job())
+        await _until(
+            observer, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
+        )
+        proxy.freeze()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), UNLOCK_TIMEOUT + 5)
+        proxy.thaw()
+        await _until_free(observer)  # its session ended with the relayed connection
+    finally:
+        proxy.thaw()
+        task.cancel()
         await observer.close()
         await pool.close()
