@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The asyncpg pool, with JSON codecs so jsonb columns read and write Python values."""
+"""The asyncpg pool, with JSON codecs so jsonb columns read and write Python values, that does
+not reset a connection it gets back; `session_lock`, the one way to hold session state (an
+advisory lock) on a pooled connection."""
 
 from __future__ import annotations
 
