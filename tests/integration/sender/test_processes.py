@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from tests.conftest import free_port
 from tests.integration.sender.conftest import World, eventually
-from tests.integration.sender.processes import ENTRY, sender_processes
+from tests.integration.sender.processes import ENTRY, SenderProcess, sender_processes
 from tests.integration.sender.servers import (
     HttpApp,
     Received,
@@ -140,7 +140,9 @@ async def test_a_killed_senders_messages_are_sent_within_its_lease(
         ) as procs:
             await _enqueue_many(world, 1500)
             await eventually(lambda: _sent_at_least(world, 200), timeout=120, every=0.1)
-            victim = procs[0]
+            # The victim is a sender holding leases right now: either may be between batches
+            # for a moment (its leased messages all sent, the next batch not taken yet).
+            victim = await _holding_leases(world, procs)
             assert victim.proc is not None
             pid = victim.proc.pid
             await victim.kill()
@@ -154,7 +156,9 @@ async def test_a_killed_senders_messages_are_sent_within_its_lease(
             }
             assert orphans, "the victim held leases when it died"
             await eventually(lambda: _all_sent(world, 1500), timeout=180, every=0.2)
-            await procs[1].stop()
+            for proc in procs:
+                if proc is not victim:
+                    await proc.stop()
 
     last: dict[str, float] = {}
     for received in sink.received:
@@ -167,6 +171,21 @@ async def test_a_killed_senders_messages_are_sent_within_its_lease(
         if n > 1:
             first = min(r.data_at for r in sink.received if r.mail_id == message_id)
             assert first <= killed_at, message_id
+
+
+async def _holding_leases(world: World, procs: list[SenderProcess]) -> SenderProcess:
+    """The process holding the most messages in `sending` (lease owners carry the pid)."""
+    for _ in range(600):
+        held = await world.rows(
+            "SELECT lease_owner, count(*) AS n FROM messages WHERE state = 'sending' "
+            "GROUP BY lease_owner ORDER BY n DESC"
+        )
+        for row in held:
+            for proc in procs:
+                if proc.proc is not None and f"-{proc.proc.pid}-" in row["lease_owner"]:
+                    return proc
+        await asyncio.sleep(0.05)
+    raise AssertionError("no sender held a lease for 30 s")
 
 
 async def _all_sent(world: World, count: int) -> bool:
