@@ -425,8 +425,9 @@ def main() -> None:
     parser.add_argument("--messages", "-n", type=int, default=5000)
     # One sender process by default: the limits are one process (client and sink) on one core,
     # and here every process shares the same two cores with the sink, Postgres and the API. A
-    # second sender (-k 2) is a pod for another machine; on these cores it costs CPU of its own
-    # (~25 % more per message, measured) and shows what the senders' coordination costs.
+    # second sender (-k 2) is a pod for another machine; on these cores the senders use 25-40 %
+    # more CPU per message (measured; profiles show the same shares per part, so it is more busy
+    # processes sharing two cores, not the senders' coordination).
     parser.add_argument("--senders", "-k", type=int, default=1)
     parser.add_argument("--sink-delay", type=float, default=0.0, help="seconds per message")
     parser.add_argument(
