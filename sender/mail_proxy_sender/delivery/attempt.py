@@ -31,6 +31,7 @@ from mail_proxy.states import MessageState
 from mail_proxy_sender.attachments.fetch import AttachmentFetcher, TenantSource
 from mail_proxy_sender.attachments.offload import MessageRef, Offloader
 from mail_proxy_sender.delivery.domain_backoff import DomainBackoff
+from mail_proxy_sender.delivery.exchange import RecipientLimits
 from mail_proxy_sender.delivery.failures import (
     AccountFailure,
     DeliveryFailure,
@@ -93,6 +94,7 @@ class Deliverer:
         self._writer = writer
         self._keeper = keeper
         self._options = smtp_options
+        self._recipient_limits = RecipientLimits()  # learned per server, shared by sessions
         self._metrics = metrics
         self._on_throttled = on_throttled
         self._on_too_many_connections = on_too_many_connections
@@ -352,7 +354,7 @@ class Deliverer:
             return None
 
     async def _open(self, target: SmtpTarget) -> SmtpConnection:
-        conn = SmtpConnection(target, self._options)
+        conn = SmtpConnection(target, self._options, self._recipient_limits)
         try:
             await conn.open()
         except Throttled as failure:

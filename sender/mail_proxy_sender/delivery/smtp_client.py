@@ -36,6 +36,12 @@ from aiosmtplib.typing import SMTPStatus
 from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import DestinationRefused
 from mail_proxy.outbound import OutboundPolicy
+from mail_proxy_sender.delivery.exchange import (
+    Exchange,
+    Pipelined,
+    RecipientLimits,
+    Sequential,
+)
 from mail_proxy_sender.delivery.failures import (
     AccountFailure,
     DeliveryFailure,
@@ -166,12 +172,36 @@ def default_options(
     )
 
 
+@dataclass(frozen=True)
+class _Commands:
+    """A transaction's MAIL and RCPT words (`exchange.Commands`), quoted by `_quoted`."""
+
+    sender: str
+    addresses: list[str]
+    options: list[str]
+    encoding: str
+
+    @property
+    def recipients(self) -> int:
+        return len(self.addresses)
+
+    def mail(self) -> list[bytes]:
+        words = [b"MAIL", b"FROM:" + _quoted(self.sender).encode(self.encoding)]
+        return words + [option.encode("ascii") for option in self.options]
+
+    def rcpt(self, index: int) -> list[bytes]:
+        return [b"RCPT", b"TO:" + _quoted(self.addresses[index]).encode(self.encoding)]
+
+
 class SmtpConnection:
     """A connected, logged-in client; `send` delivers one message on it."""
 
-    def __init__(self, target: SmtpTarget, options: SmtpOptions) -> None:
+    def __init__(
+        self, target: SmtpTarget, options: SmtpOptions, limits: RecipientLimits | None = None
+    ) -> None:
         self.target = target
         self._options = options
+        self._limits = limits or RecipientLimits()
         mode = target.tls_mode(options.implicit_tls_ports)
         # Connected through a socket opened to a vetted address (`open`); the host name stays
         # for TLS (SNI, certificate check) and for errors.
@@ -230,6 +260,10 @@ class SmtpConnection:
             raise classify_connect_error(exc, host=self.target.host, port=self.target.port) from exc
 
     @property
+    def _server(self) -> tuple[str, int]:
+        return self.target.host, self.target.port
+
+    @property
     def smtputf8(self) -> bool:
         """The server offers SMTPUTF8 (RFC 6531)."""
         return self._client.supports_extension("smtputf8")
@@ -237,29 +271,59 @@ class SmtpConnection:
     async def transaction(
         self, *, sender: str, recipients: list[str], data: bytes, smtputf8: bool
     ) -> TransactionResult:
-        """MAIL FROM, one RCPT TO per recipient, DATA when any was accepted (RFC 5321 3.3).
+        """MAIL FROM, one RCPT TO per recipient, DATA when any was accepted (RFC 5321 3.3),
+        pipelined when the server offers it (RFC 2920, see `exchange`).
 
         Every recipient named gets its own answer; a 421, a hang-up or a timeout ends the
         transaction with `ended` set, the recipients without an answer in `untried` and, when
         it ended at a RCPT, that recipient in `ended_at_address`.
         """
-        encoding = "utf-8" if smtputf8 else "ascii"
+        self.transactions += 1
+        exchange = self._exchange(sender, recipients, len(data), smtputf8)
+        try:
+            return await self._transaction(exchange, recipients, data)
+        finally:
+            exchange.finish()
+
+    def _exchange(self, sender: str, recipients: list[str], size: int, smtputf8: bool) -> Exchange:
+        """How this transaction's commands go (see `exchange`)."""
         options = []
         if self._client.supports_extension("size"):
-            options.append(f"SIZE={len(data)}")
+            options.append(f"SIZE={size}")
         if smtputf8:
             options.append("SMTPUTF8")
             if self._client.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
+        commands = _Commands(sender, recipients, options, "utf-8" if smtputf8 else "ascii")
+        if (
+            self._client.supports_extension("pipelining")
+            and self._limits.pipelines(self._server, len(recipients))
+            and (group := Pipelined.group(commands)) is not None
+        ):
+            try:
+                return Pipelined(
+                    self._client,
+                    group,
+                    self._options.timeout_seconds,
+                    self._options.data_timeout_seconds,
+                )
+            except aiosmtplib.SMTPServerDisconnected:
+                pass  # one command at a time finds the session closed as it always has
+        return Sequential(self._client, commands, self._options.data_timeout_seconds)
+
+    async def _transaction(
+        self, exchange: Exchange, recipients: list[str], data: bytes
+    ) -> TransactionResult:
         answers: dict[str, Answer] = {}
-        self.transactions += 1
         try:
-            await self._mail(sender, options, encoding)
+            response = await exchange.mail()
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPResponseException(response.code, response.message)
         except aiosmtplib.SMTPResponseException as exc:
             failure = classify_smtp_error(exc)
             if isinstance(failure, SessionEnded) or not self._client.is_connected:
                 return TransactionResult({}, list(recipients), failure)
-            await self._reset()
+            await self._reset(exchange)
             return TransactionResult(
                 {r: Answer(exc.code, exc.message, "mail") for r in recipients},
                 [],
@@ -269,50 +333,64 @@ class SmtpConnection:
             return TransactionResult({}, list(recipients), self._ended(exc))
         accepted: list[str] = []
         unnamed: list[str] = []
+        past_limit = False  # a "too many recipients" answer came: the rest are not answered
         for index, address in enumerate(recipients):
             try:
-                await self._rcpt(address, encoding)
+                response = await exchange.rcpt(index)
+                if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                    raise aiosmtplib.SMTPResponseException(response.code, response.message)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == 421 or not self._client.is_connected:
                     return TransactionResult(
                         answers,
-                        accepted + recipients[index:],
+                        accepted + unnamed + recipients[index:],
                         self._ended(exc),
-                        ended_at=Answer(exc.code, exc.message, "rcpt"),
-                        ended_at_address=address,
+                        # Past the limit in a pipelined group the server ends the session
+                        # for the errors we made, not for this recipient (no suspect).
+                        ended_at=None if past_limit else Answer(exc.code, exc.message, "rcpt"),
+                        ended_at_address=None if past_limit else address,
                     )
+                if past_limit:
+                    # Pipelined past the limit (RFC 2920): what a server says about those is
+                    # not their own answer; they go in the next transaction.
+                    unnamed.append(address)
+                    continue
                 answers[address] = answer = Answer(exc.code, exc.message, "rcpt")
                 if rcpt_outcome(answer) is RcptOutcome.TOO_MANY:
                     # The limit is reached: the rest wait for the next transaction (RFC 5321
                     # 4.5.3.1.10), not named to collect one more error each (servers hang up
-                    # after a few, e.g. Postfix's smtpd_hard_error_limit).
-                    unnamed = recipients[index + 1 :]
-                    break
+                    # after a few, e.g. Postfix's smtpd_hard_error_limit) unless they already
+                    # were in a pipelined group, whose replies are read to stay in step.
+                    past_limit = True
+                    self._limits.learn(self._server, len(accepted))
+                    if isinstance(exchange, Sequential):
+                        unnamed = recipients[index + 1 :]
+                        break
                 continue
             except Exception as exc:
                 # Hang-up or timeout at this RCPT: nobody's answer, the session is over.
                 return TransactionResult(
                     answers,
-                    accepted + recipients[index:],
+                    accepted + unnamed + recipients[index:],
                     self._ended(exc),
-                    ended_at_address=address,
+                    ended_at_address=None if past_limit else address,
                 )
             accepted.append(address)
         if not accepted:
-            await self._reset()
+            await self._reset(exchange)
             return TransactionResult(answers, unnamed)
         try:
-            response = await self._client.data(data, timeout=self._options.data_timeout_seconds)
+            response = await exchange.data(data)
         except aiosmtplib.SMTPResponseException as exc:
             failure = classify_smtp_error(exc)
             if exc.code == 421 or not self._client.is_connected:
-                return TransactionResult(answers, accepted, failure)
-            await self._reset()
+                return TransactionResult(answers, accepted + unnamed, failure)
+            await self._reset(exchange)
             answers.update({r: Answer(exc.code, exc.message, "data") for r in accepted})
             return TransactionResult(answers, unnamed, refused_message=failure)
         except Exception as exc:
             # Lost during DATA: whether the server kept it is unknown; tried again, as before.
-            return TransactionResult(answers, accepted, classify_smtp_error(exc))
+            return TransactionResult(answers, accepted + unnamed, classify_smtp_error(exc))
         self.sends += 1
         answers.update({r: Answer(response.code, response.message, "data") for r in accepted})
         return TransactionResult(answers, unnamed)
@@ -328,25 +406,12 @@ class SmtpConnection:
             return SessionEnded(failure.reason, smtp_code=failure.smtp_code)
         return failure
 
-    async def _mail(self, sender: str, options: list[str], encoding: str) -> None:
-        """`SMTP.mail` (same command, errors and 421 handling), quoting through `_quoted`."""
-        response = await self._client.execute_command(
-            b"MAIL",
-            b"FROM:" + _quoted(sender).encode(encoding),
-            *(option.encode("ascii") for option in options),
-        )
-        if response.code != SMTPStatus.completed:
-            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
-
-    async def _rcpt(self, recipient: str, encoding: str) -> None:
-        """`SMTP.rcpt` (same command, errors and 421 handling), quoting through `_quoted`."""
-        response = await self._client.execute_command(
-            b"RCPT", b"TO:" + _quoted(recipient).encode(encoding)
-        )
-        if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-            raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
-
-    async def _reset(self) -> None:
+    async def _reset(self, exchange: Exchange) -> None:
+        """RSET after a transaction that sent no message (RFC 5321 4.1.1.5)."""
+        await exchange.abandon()
+        exchange.finish()
+        if not self._client.is_connected:
+            return
         try:
             await self._client.rset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):

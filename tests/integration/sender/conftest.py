@@ -27,6 +27,7 @@ from mail_proxy.encryption import SecretBox, decode_key, generate_key
 from mail_proxy.metrics import Metrics
 from mail_proxy.redact import seal_client_auth
 from mail_proxy_sender.service import SenderContext, run_sender
+from tests.integration.sender import servers
 
 FAST = {
     "send_loop_interval_seconds": 0.2,
@@ -146,6 +147,15 @@ async def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"condition not reached within {timeout} s")
         await asyncio.sleep(every)
+
+
+@pytest.fixture(params=["one command at a time", "pipelined"])
+def either_exchange(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The test runs against sinks that do not offer PIPELINING and, again, against sinks that
+    do (RFC 2920): a transaction's answers must mean the same either way. True when pipelined."""
+    pipelined: bool = request.param == "pipelined"
+    monkeypatch.setattr(servers, "PIPELINING_BY_DEFAULT", pipelined)
+    return pipelined
 
 
 @pytest.fixture

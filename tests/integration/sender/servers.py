@@ -15,7 +15,10 @@ The sink behaves like the strict servers found in the field (issue 10):
 - SMTPUTF8 only when `smtputf8` is set (else a non-ASCII address is a `500`);
 - STARTTLS or implicit TLS with any certificate (`untrusted_tls_context()` for one nobody
   trusts), authentication (`credentials`, else `535`);
-- `active`/`peak_active`: connections open now and at most at once.
+- `active`/`peak_active`: connections open now and at most at once;
+- PIPELINING (RFC 2920) offered when `pipelining` is set, or by default while
+  `PIPELINING_BY_DEFAULT` is (the `either_exchange` fixture runs a test both ways);
+  `pipelined` counts the transactions whose MAIL came with its DATA in the same read.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.conftest import serving
+
+# Whether a sink offers PIPELINING when its test does not say (see the module doc).
+PIPELINING_BY_DEFAULT = False
 
 
 @dataclass
@@ -97,6 +103,22 @@ class SmtpSink:
     connection_limit: int | None = None  # beyond it, a new connection gets 421, hang-up
     refused_connections: int = 0
     gate: asyncio.Event | None = None  # DATA is answered only once it is set
+    pipelining: bool | None = None  # offer PIPELINING; None: PIPELINING_BY_DEFAULT
+    pipelined: int = 0  # transactions whose DATA was already in when MAIL was handled
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        offered = PIPELINING_BY_DEFAULT if self.pipelining is None else self.pipelining
+        if offered:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     def _hangup(self, server: SMTP, stage: str) -> str | None:
         if self.hangup_at != stage or self.hangups_left == 0:
@@ -111,6 +133,8 @@ class SmtpSink:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if b"DATA\r\n" in bytes(getattr(server._reader, "_buffer", b"")):
+            self.pipelined += 1  # asyncio.StreamReader's buffer: what came with this MAIL
         if (reply := self._hangup(server, "mail")) is not None:
             return reply
         if self.mail_reply:

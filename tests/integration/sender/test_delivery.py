@@ -5,8 +5,12 @@ from __future__ import annotations
 import email
 from email import policy
 
+import pytest
+
 from tests.integration.sender.conftest import World, counter, eventually, running_sender
 from tests.integration.sender.servers import SmtpSink, smtp_server
+
+pytestmark = pytest.mark.usefixtures("either_exchange")
 
 
 async def test_message_is_delivered_with_its_headers_and_recorded(world: World) -> None:

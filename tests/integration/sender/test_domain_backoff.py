@@ -10,6 +10,8 @@ import pytest
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.servers import SmtpSink, smtp_server
 
+pytestmark = pytest.mark.usefixtures("either_exchange")
+
 
 async def _is(world: World, message_id: str, state: str) -> bool:
     return str((await world.message("acme", message_id))["state"]) == state

@@ -6,10 +6,14 @@ import email
 from email import policy
 from typing import Any
 
+import pytest
+
 from mail_proxy.db.reports import PendingEvent
 from mail_proxy_sender.reports.items import report_item
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.servers import SmtpSink, smtp_server
+
+pytestmark = pytest.mark.usefixtures("either_exchange")
 
 RETRY_FAST = {"retry_delays_seconds": (1,), "retry_jitter_ratio": 0.0}
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.integration.api.conftest import running_api
 from tests.integration.api.payloads import add_messages, list_messages, message
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.servers import HttpApp, SmtpSink, http_server, smtp_server
 from tests.integration.sender.test_reporter import SYNC, answering, items
+
+pytestmark = pytest.mark.usefixtures("either_exchange")
 
 GONE = {"address": "gone@example.org", "status": "refused", "code": None}
 GONE_REASON = "recipient suppressed"

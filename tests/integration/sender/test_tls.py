@@ -11,6 +11,8 @@ import trustme
 from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.servers import SmtpSink, smtp_server
 
+pytestmark = pytest.mark.usefixtures("either_exchange")
+
 
 @pytest.fixture
 def ca() -> trustme.CA:
