@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import trustme
 
 from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.delivery.exchange import RecipientLimits
@@ -24,6 +27,9 @@ from mail_proxy_sender.delivery.smtp_client import (
     SmtpTarget,
     TransactionResult,
 )
+from tests.integration.sender.conftest import World, eventually
+from tests.integration.sender.processes import sender_processes
+from tests.integration.sender.servers import SmtpSink, smtp_server
 
 HANG_UP = "HANG UP"  # a reply that is not one: the replies so far are written, then the close
 SILENCE = "SILENCE"  # the replies so far are written, then nothing more ever
@@ -295,3 +301,43 @@ async def test_without_pipelining_offered_each_command_waits_for_its_reply() -> 
         result = await _send(conn, "a@example.org")
         assert result.ended is not None
         assert "Timeout" in result.ended.described or "Timed out" in result.ended.described
+
+
+# The shipped sender process runs on uvloop, whose transports (plain and TLS) take the reply
+# reader for a transaction and give aiosmtplib's protocol back after it.
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_a_sender_process_pipelines_over_tls(world: World, tmp_path: Path, tls: str) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    sink = SmtpSink(pipelining=True, rcpt_replies={"gone@example.org": "550 5.1.1 No such user"})
+    serving = {"starttls": context} if tls == "starttls" else {"implicit_tls": context}
+    async with smtp_server(sink, **serving) as port:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", port, use_tls=True)
+        settings: dict[str, object] = {"smtp_ca_file": ca_file}
+        if tls == "implicit":
+            settings["smtp_implicit_tls_ports"] = port
+        to = ["a@example.org", "gone@example.org", "b@example.org"]
+        await world.enqueue("acme", "smtp1", *({"id": f"m{i}", "to": to} for i in range(20)))
+        async with sender_processes(1, dsn=world.dsn, key=world.key, log_dir=tmp_path, **settings):
+            await eventually(lambda: _all_sent(world, 20), timeout=60)
+    assert sorted(sink.mail_ids()) == sorted(f"m{i}" for i in range(20))
+    assert all(r.tls and r.rcpt_tos == ["a@example.org", "b@example.org"] for r in sink.received)
+    assert sink.pipelined == 20  # every transaction came as one group
+    refused = await world.fetchval(
+        "SELECT count(*) FROM message_recipients WHERE address = 'gone@example.org' "
+        "AND status = 'refused' AND code = 550"
+    )
+    assert refused == 20
+
+
+async def _all_sent(world: World, count: int) -> bool:
+    states = await world.states("acme")
+    return len(states) == count and set(states.values()) == {"sent"}
