@@ -66,7 +66,7 @@ def free_port() -> int:
 @dataclass
 class Sink:
     delay_seconds: float
-    # Offer PIPELINING (RFC 2920), as the relays a sender meets do (Postfix, Exim, Gmail, SES);
+    # Offer PIPELINING (RFC 2920), as the relays a sender meets do (Postfix, Exim, Gmail);
     # plain aiosmtplib never pipelines, ours does when offered.
     pipelining: bool = True
     accepted: list[tuple[str, float]] = field(default_factory=list)
