@@ -10,7 +10,8 @@ on a connection.
 Both hand `SmtpConnection.transaction` the same replies in the same order and raise the same
 aiosmtplib exceptions (`SMTPServerDisconnected` for a hang-up, `SMTPReadTimeoutError` for a late
 reply, `SMTPDataError` for a DATA refused), so an answer means the same however it came. Both
-close the session on a hang-up, a timeout or a 421, as aiosmtplib does.
+close the session on a hang-up, a timeout or a 421, as aiosmtplib does, and on a reply that does
+not fit its command (`replies.OutOfStep`: in a group, every answer of it is void then).
 
 aiosmtplib reads one reply per command it wrote and drops data that arrives before it asks, so
 a pipelined group's replies are read by a `ReplyReader`, the transport's protocol for the length
@@ -30,13 +31,21 @@ import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 from aiosmtplib.response import SMTPResponse
 
+from mail_proxy_sender.delivery.replies import (
+    DATA_GO_AHEAD,
+    END_OF_DATA_OK,
+    MAIL_OK,
+    RCPT_OK,
+    OutOfStep,
+    ReplyReader,
+    fits,
+)
+
 # RFC 2920 lets a client pipeline any number of RCPTs; a server must take 100 per transaction
 # (RFC 5321 4.5.3.1.8). Beyond that a message goes one command at a time, so that a server's
 # "too many recipients" answers are not collected by the hundred (each is an error that can
 # end the session, e.g. Postfix's smtpd_hard_error_limit).
 PIPELINED_RECIPIENTS_MAX = 100
-# One reply, continuation lines included (aiosmtplib's own bound).
-_REPLY_MAX_BYTES = 32 * 1024
 # Control characters in a command would let an address inject a command (as aiosmtplib checks).
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
@@ -63,31 +72,44 @@ class Exchange(Protocol):
         ...
 
 
+Server = tuple[str, int, str | None]  # host, port, login: a provider's limit can be per login
+
+
 class RecipientLimits:
-    """How many recipients each server (host, port) took in one transaction before answering
-    "too many" to a pipelined group, as learned this process's life (bounded, least recently
-    used forgotten first). A larger group goes one command at a time, where the recipients
-    past the limit are never named: a server that hangs up after a few errors (Postfix's
-    smtpd_hard_error_limit without its overshoot allowance) costs one session, not every one.
+    """How many recipients each server (host, port and login) took in one transaction before
+    answering "too many" to a pipelined group, as learned this process's life (bounded, least
+    recently used forgotten first). A larger group goes one command at a time, where the
+    recipients past the limit are never named: a server that hangs up after a few errors
+    (Postfix's smtpd_hard_error_limit without its overshoot allowance) costs one session, not
+    every one. Learned only from a session's first transaction (later ones may meet the
+    session's limit, not the transaction's), and forgotten once a larger group is taken whole
+    (the server's limit was raised, or it was the session's after all).
     """
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._limits: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._limits: OrderedDict[Server, int] = OrderedDict()
 
-    def pipelines(self, server: tuple[str, int], recipients: int) -> bool:
+    def pipelines(self, server: Server, recipients: int) -> bool:
         limit = self._limits.get(server)
         return recipients <= (PIPELINED_RECIPIENTS_MAX if limit is None else limit)
 
-    def learn(self, server: tuple[str, int], accepted: int) -> None:
-        """`accepted` recipients were taken before "too many"; none says nothing of the
-        transaction (the session's own limit was reached)."""
+    def learn(self, server: Server, accepted: int) -> None:
+        """`accepted` recipients were taken before "too many" in a session's first
+        transaction; none says nothing of the transaction (the session's own limit)."""
         if accepted <= 0:
             return
         self._limits[server] = min(accepted, self._limits.get(server, accepted))
         self._limits.move_to_end(server)
         while len(self._limits) > self._size:
             self._limits.popitem(last=False)
+
+    def took(self, server: Server, named: int) -> None:
+        """A message was taken in a transaction that named `named` recipients, none of them
+        answered "too many"."""
+        limit = self._limits.get(server)
+        if limit is not None and named > limit:
+            del self._limits[server]
 
 
 class Commands(Protocol):
@@ -104,113 +126,61 @@ class Commands(Protocol):
 
 class Sequential:
     """One command at a time through aiosmtplib; each command is made when it is sent, so an
-    address that cannot be written fails at its own command."""
+    address that cannot be written fails at its own command. A reply that does not fit its
+    command closes the session (`OutOfStep`; aiosmtplib would read on, a malformed line still
+    in its buffer)."""
 
     def __init__(self, client: aiosmtplib.SMTP, commands: Commands, data_timeout: float) -> None:
         self._client, self._commands = client, commands
         self._data_timeout = data_timeout
 
     async def mail(self) -> SMTPResponse:
-        return await self._client.execute_command(*self._commands.mail())
+        return await self._command(self._commands.mail(), MAIL_OK)
 
     async def rcpt(self, index: int) -> SMTPResponse:
-        return await self._client.execute_command(*self._commands.rcpt(index))
+        return await self._command(self._commands.rcpt(index), RCPT_OK)
+
+    async def _command(self, words: list[bytes], success: frozenset[int]) -> SMTPResponse:
+        try:
+            reply = await self._client.execute_command(*words)
+        except aiosmtplib.SMTPResponseException as exc:  # malformed or too long (code -1)
+            self._client.close()
+            raise OutOfStep(exc.message[:200], answers_void=False) from exc
+        return self._checked(reply, success)
+
+    def _checked(self, reply: SMTPResponse, success: frozenset[int]) -> SMTPResponse:
+        if not fits(reply, success):
+            self._client.close()
+            raise OutOfStep(f"{reply.code} {reply.message[:200]}", answers_void=False)
+        return reply
 
     async def data(self, message: bytes) -> SMTPResponse:
-        return await self._client.data(message, timeout=self._data_timeout)
+        """DATA, then the message once the server said 354 (aiosmtplib's `SMTP.data` would take
+        a 250 to DATA for the end-of-data reply of a message it never sent)."""
+        start = await self._command([b"DATA"], DATA_GO_AHEAD)
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = self._client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:
+            protocol.write(_body(message))
+            reply = await protocol.read_response(timeout=self._data_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self._client.close()
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            self._client.close()
+            raise OutOfStep(exc.message[:200], answers_void=False) from exc
+        if self._checked(reply, END_OF_DATA_OK).code >= 400:
+            raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+        return reply
 
     async def abandon(self) -> None:
         return None
 
     def finish(self) -> None:
         return None
-
-
-class ReplyReader(asyncio.Protocol):
-    """The transport's protocol during a pipelined transaction: every reply kept, in order.
-
-    A reply is one line `NNN text` or continuation lines `NNN-text` ending with `NNN text`
-    (RFC 5321 4.2); anything else is a malformed reply (code -1, as aiosmtplib's). Flow control
-    and a lost connection are passed on to `owner`, aiosmtplib's protocol.
-    """
-
-    def __init__(self, owner: asyncio.Protocol) -> None:
-        self._owner = owner
-        self._buffer = bytearray()
-        self._replies: deque[SMTPResponse] = deque()
-        self._ended: aiosmtplib.SMTPException | None = None
-        self._wakeup: asyncio.Future[None] | None = None
-
-    @property
-    def unread(self) -> bool:
-        """Data has come that no reply was read for."""
-        return bool(self._replies or self._buffer)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer.extend(data)
-        try:
-            while (reply := self._parse()) is not None:
-                self._replies.append(reply)
-        except aiosmtplib.SMTPResponseException as exc:
-            self._ended = exc
-        self._wake()
-
-    def _parse(self) -> SMTPResponse | None:
-        """The first whole reply in the buffer, taken out of it; None while it is incomplete."""
-        start, texts = 0, []
-        while (end := self._buffer.find(b"\n", start)) != -1:
-            line = bytes(self._buffer[start : end + 1])
-            start = end + 1
-            code, separator = line[:3], line[3:4]
-            if not (code.isdigit() and separator in (b" ", b"-", b"\r", b"\n")):
-                text = line.decode("utf-8", "replace").strip()
-                raise aiosmtplib.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
-            texts.append(line[4:].strip(b" \t\r\n"))
-            if separator != b"-":
-                del self._buffer[:start]
-                message = b"\n".join(texts).decode("utf-8", "surrogateescape")
-                return SMTPResponse(int(code), message)
-        if len(self._buffer) > _REPLY_MAX_BYTES:
-            raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-        return None
-
-    def eof_received(self) -> bool:
-        self._end(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
-        return False  # the transport closes; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end(aiosmtplib.SMTPServerDisconnected("Connection lost"))
-        self._owner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._owner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._owner.resume_writing()
-
-    def _end(self, exc: aiosmtplib.SMTPException) -> None:
-        if self._ended is None:
-            self._ended = exc
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
-
-    async def reply(self, within_seconds: float) -> SMTPResponse:
-        """The next reply; the replies that came before a hang-up are still read first."""
-        try:
-            async with asyncio.timeout(within_seconds):
-                while not self._replies:
-                    if self._ended is not None:
-                        raise self._ended
-                    self._wakeup = asyncio.get_running_loop().create_future()
-                    await self._wakeup
-        except TimeoutError as exc:
-            raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from exc
-        finally:
-            self._wakeup = None
-        return self._replies.popleft()
 
 
 class Pipelined:
@@ -233,8 +203,12 @@ class Pipelined:
         self._transport = cast(asyncio.WriteTransport, protocol.transport)
         self._reader = ReplyReader(protocol)
         self._timeout, self._data_timeout = timeout, data_timeout
-        self._due = len(group)  # replies not read yet
+        # The success codes of each reply not read yet, in order: MAIL, each RCPT, DATA.
+        self._owed: deque[frozenset[int]] = deque(
+            [MAIL_OK, *(RCPT_OK for _ in group[1:-1]), DATA_GO_AHEAD]
+        )
         self._finished = False
+        self._reader.expect(len(group))
         self._transport.set_protocol(self._reader)
         self._transport.write(b"".join(group))
 
@@ -251,23 +225,35 @@ class Pipelined:
             return None
         return [b" ".join(command) + b"\r\n" for command in words] + [b"DATA\r\n"]
 
-    async def _next(self, within_seconds: float) -> SMTPResponse:
+    async def _next(self, within_seconds: float, *, after_body: bool = False) -> SMTPResponse:
+        """The next reply owed, checked against its command (`replies.fits`). Before the
+        message is sent, an out-of-step reply voids every answer of the group; after it, the
+        replies up to DATA's 354 fitted, so only whether the message was taken is unknown."""
         if self._client.protocol is None:
             # Closed by us (a 421, a late reply): nothing more is read on this session.
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         try:
             reply = await self._reader.reply(within_seconds)
-        except aiosmtplib.SMTPException:
-            self._client.close()  # out of step or gone: never read on after this
+            # Owed until read: a transaction cancelled meanwhile leaves it owed (`finish`).
+            if not fits(reply, self._owed.popleft()):
+                raise OutOfStep(f"{reply.code} {reply.message[:200]}", answers_void=True)
+        except OutOfStep as exc:
+            self._client.close()
+            if after_body:
+                raise OutOfStep(exc.detail, answers_void=False) from exc
             raise
-        self._due -= 1
+        except aiosmtplib.SMTPException:
+            self._client.close()  # gone or late: never read on after this
+            raise
         if reply.code == 421:
             self._client.close()  # the server is closing the session (RFC 5321 3.8)
         return reply
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, success: frozenset[int]) -> None:
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._owed.append(success)
+        self._reader.expect(1)
         self._transport.write(data)
 
     async def mail(self) -> SMTPResponse:
@@ -280,23 +266,22 @@ class Pipelined:
         start = await self._next(self._timeout)
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
-        body = _LINE_START_DOT.sub(b"..", normalize_message_line_endings(message))
-        self._write(body + b".\r\n")
-        self._due += 1
-        reply = await self._next(self._data_timeout)
-        if reply.code != 250:
+        self._write(_body(message), END_OF_DATA_OK)
+        reply = await self._next(self._data_timeout, after_body=True)
+        if reply.code >= 400:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         return reply
 
     async def abandon(self) -> None:
         try:
-            while self._due:
+            while self._owed:
                 reply = await self._next(self._timeout)
-                if self._due == 0 and reply.code == 354:
+                if not self._owed and reply.code == 354:
                     # DATA was let through without a recipient: an empty message ends it, the
                     # server refuses it for want of recipients (RFC 2920 3.1).
-                    self._write(b".\r\n")
-                    self._due += 1
+                    self._write(b".\r\n", END_OF_DATA_OK)
+        except OutOfStep:
+            raise  # the answers read so far are nobody's
         except aiosmtplib.SMTPException:
             self._client.close()
 
@@ -306,9 +291,15 @@ class Pipelined:
         self._finished = True
         if self._transport.is_closing():
             return  # the loss reaches aiosmtplib's protocol through the reader
-        if self._due or self._reader.unread:
+        if self._owed or self._reader.unread:
             # A reply still due (cancelled, or left unread) would be taken for the next
             # command's: the session cannot go on.
             self._client.close()
             return
         self._transport.set_protocol(self._owner)
+
+
+def _body(message: bytes) -> bytes:
+    """The message as sent after DATA's 354: CRLF line ends, dot-stuffed, ended by a lone dot
+    (RFC 5321 4.5.2, 4.1.1.4)."""
+    return _LINE_START_DOT.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"

@@ -41,6 +41,7 @@ from mail_proxy_sender.delivery.exchange import (
     Pipelined,
     RecipientLimits,
     Sequential,
+    Server,
 )
 from mail_proxy_sender.delivery.failures import (
     AccountFailure,
@@ -52,6 +53,7 @@ from mail_proxy_sender.delivery.failures import (
     classify_smtp_error,
 )
 from mail_proxy_sender.delivery.rcpt_answers import Answer, RcptOutcome, rcpt_outcome
+from mail_proxy_sender.delivery.replies import OutOfStep
 from mail_proxy_sender.outbound.destinations import (
     Resolver,
     Unresolvable,
@@ -260,8 +262,8 @@ class SmtpConnection:
             raise classify_connect_error(exc, host=self.target.host, port=self.target.port) from exc
 
     @property
-    def _server(self) -> tuple[str, int]:
-        return self.target.host, self.target.port
+    def _server(self) -> Server:
+        return self.target.host, self.target.port, self.target.username
 
     @property
     def smtputf8(self) -> bool:
@@ -276,12 +278,15 @@ class SmtpConnection:
 
         Every recipient named gets its own answer; a 421, a hang-up or a timeout ends the
         transaction with `ended` set, the recipients without an answer in `untried` and, when
-        it ended at a RCPT, that recipient in `ended_at_address`.
+        it ended at a RCPT, that recipient in `ended_at_address`. Replies out of step with a
+        pipelined group (`replies.OutOfStep`) answer nobody: every recipient is untried.
         """
         self.transactions += 1
         exchange = self._exchange(sender, recipients, len(data), smtputf8)
         try:
             return await self._transaction(exchange, recipients, data)
+        except OutOfStep as exc:  # raised only when no reply read can be kept
+            return TransactionResult({}, list(recipients), self._ended(exc))
         finally:
             exchange.finish()
 
@@ -362,13 +367,16 @@ class SmtpConnection:
                     # after a few, e.g. Postfix's smtpd_hard_error_limit) unless they already
                     # were in a pipelined group, whose replies are read to stay in step.
                     past_limit = True
-                    self._limits.learn(self._server, len(accepted))
+                    if self.transactions == 1:
+                        self._limits.learn(self._server, len(accepted))
                     if isinstance(exchange, Sequential):
                         unnamed = recipients[index + 1 :]
                         break
                 continue
             except Exception as exc:
                 # Hang-up or timeout at this RCPT: nobody's answer, the session is over.
+                if isinstance(exc, OutOfStep) and exc.answers_void:
+                    raise
                 return TransactionResult(
                     answers,
                     accepted + unnamed + recipients[index:],
@@ -390,7 +398,11 @@ class SmtpConnection:
             return TransactionResult(answers, unnamed, refused_message=failure)
         except Exception as exc:
             # Lost during DATA: whether the server kept it is unknown; tried again, as before.
+            if isinstance(exc, OutOfStep) and exc.answers_void:
+                raise
             return TransactionResult(answers, accepted + unnamed, classify_smtp_error(exc))
+        if not past_limit:
+            self._limits.took(self._server, len(recipients))
         self.sends += 1
         answers.update({r: Answer(response.code, response.message, "data") for r in accepted})
         return TransactionResult(answers, unnamed)

@@ -117,7 +117,10 @@ class GroupServer:
                             raise ConnectionError("closed during the body")
                         body += body_line
                     self.bodies.append(bytes(body) + b".\r\n")
-                    await self._write(writer, self.replies.get("END", "250 Queued") + "\r\n")
+                    end = self.replies.get("END", "250 Queued")
+                    if end == SILENCE:
+                        await asyncio.sleep(3600)
+                    await self._write(writer, end + "\r\n")
             else:
                 await self._write(writer, "500 What\r\n")
 
