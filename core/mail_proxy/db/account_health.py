@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from mail_proxy.db import storable
+
 _HOLD = """
 UPDATE accounts
 SET health = 'unhealthy', health_reason = $3, health_checked_at = now(),
@@ -77,7 +79,7 @@ async def hold_account(
 ) -> float:
     """Mark the account unhealthy and hold its queue; returns the next probe time (epoch s)."""
     until: float = await conn.fetchval(
-        _HOLD, account_pk, now, reason[:1000], base_seconds, max_seconds
+        _HOLD, account_pk, now, storable.text(reason[:1000]), base_seconds, max_seconds
     )
     return until
 
@@ -87,7 +89,9 @@ async def report_held(
 ) -> int:
     """A `deferred` event with the health `reason` for each message given back by a hold, unless
     its latest event already is one (once per message per hold); returns how many were written."""
-    status: str = await conn.execute(_HELD_EVENTS, message_pks, reason[:1000], int(now), int(until))
+    status: str = await conn.execute(
+        _HELD_EVENTS, message_pks, storable.text(reason[:1000]), int(now), int(until)
+    )
     return int(status.split()[-1])
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import asyncpg
 
 from mail_proxy.db import recipients as db_recipients
+from mail_proxy.db import storable
 from mail_proxy.db.recipients import RecipientRow
 from mail_proxy.states import MessageState
 
@@ -111,8 +112,12 @@ async def _record(conn: asyncpg.Connection, outcomes: list[Outcome], owner: str)
         [o.state for o in outcomes],
         [o.event_ts for o in outcomes],
         [o.deferred_ts for o in outcomes],
-        [o.error for o in outcomes],
-        [json.dumps(o.metadata) if o.metadata is not None else None for o in outcomes],
+        # Errors and metadata carry servers' words: stored as Postgres can (`storable`).
+        [storable.optional_text(o.error) for o in outcomes],
+        [
+            json.dumps(storable.json_value(o.metadata)) if o.metadata is not None else None
+            for o in outcomes
+        ],
         [o.sent_at for o in outcomes],
         owner,
         [o.rendered for o in outcomes],

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import asyncpg
 
 from mail_proxy.addresses import submitted_forms
+from mail_proxy.db import storable
 
 RecipientStatus = Literal["accepted", "refused", "deferred"]
 ACCEPTED: RecipientStatus = "accepted"
@@ -119,7 +120,7 @@ async def record(conn: asyncpg.Connection, *, rows: Sequence[RecipientRow], now:
         [r.address for r in rows],
         [r.status for r in rows],
         [r.code for r in rows],
-        [r.reason for r in rows],
+        [storable.optional_text(r.reason) for r in rows],  # a server's words (`storable`)
         [r.attempts for r in rows],
         [r.next_attempt_ts for r in rows],
         int(now),

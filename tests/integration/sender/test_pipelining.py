@@ -60,7 +60,7 @@ class GroupServer:
             writer.close()
 
     async def _write(self, writer: asyncio.StreamWriter, text: str) -> None:
-        data = text.encode()
+        data = text.encode("utf-8", "surrogateescape")  # "\udcXX": the raw byte XX
         for chunk in [data[i : i + 1] for i in range(len(data))] if self.trickle else [data]:
             writer.write(chunk)
             await writer.drain()
