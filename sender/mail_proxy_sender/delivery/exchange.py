@@ -172,7 +172,9 @@ class Sequential:
         except aiosmtplib.SMTPResponseException as exc:
             self._client.close()
             raise OutOfStep(exc.message[:200], answers_void=False) from exc
-        if self._checked(reply, END_OF_DATA_OK).code >= 400:
+        if self._checked(reply, END_OF_DATA_OK).code == 421:
+            self._client.close()  # the server is closing the session (RFC 5321 3.8)
+        if reply.code >= 400:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         return reply
 
@@ -196,7 +198,8 @@ class Pipelined:
         """Writes `group` (see `group`) at once; raises `SMTPServerDisconnected` when the
         session is already closed."""
         protocol = client.protocol
-        if protocol is None or protocol.transport is None:
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            # Closing (a hang-up seen, its loss not delivered yet): nothing to write to.
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         self._client = client
         self._owner = protocol

@@ -149,3 +149,15 @@ async def test_a_cancelled_transaction_closes_the_session(at: str) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not conn.usable(conn.target)
+
+
+@WAYS
+async def test_a_421_at_the_end_of_data_closes_the_session(pipelining: bool) -> None:
+    """The server is closing the session (RFC 5321 3.8): it is not used again, and whether it
+    kept the message is unknown, so the recipients are tried again."""
+    server = _server(pipelining, {"END": "421 4.3.2 Shutting down"})
+    async with group_server(server) as conn:
+        result = await _send(conn, *EVERYONE)
+        assert isinstance(result.ended, SessionEnded)
+        assert result.untried == EVERYONE
+        assert not conn.usable(conn.target)
