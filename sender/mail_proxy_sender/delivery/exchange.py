@@ -133,6 +133,7 @@ class Sequential:
     def __init__(self, client: aiosmtplib.SMTP, commands: Commands, data_timeout: float) -> None:
         self._client, self._commands = client, commands
         self._data_timeout = data_timeout
+        self._owed = False  # a command was written and its reply not read (see `finish`)
 
     async def mail(self) -> SMTPResponse:
         return await self._command(self._commands.mail(), MAIL_OK)
@@ -142,7 +143,9 @@ class Sequential:
 
     async def _command(self, words: list[bytes], success: frozenset[int]) -> SMTPResponse:
         try:
+            self._owed = True
             reply = await self._client.execute_command(*words)
+            self._owed = False
         except aiosmtplib.SMTPResponseException as exc:  # malformed or too long (code -1)
             self._client.close()
             raise OutOfStep(exc.message[:200], answers_void=False) from exc
@@ -164,8 +167,10 @@ class Sequential:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         try:
+            self._owed = True
             protocol.write(_body(message))
             reply = await protocol.read_response(timeout=self._data_timeout)
+            self._owed = False
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
             self._client.close()
             raise
@@ -182,7 +187,10 @@ class Sequential:
         return None
 
     def finish(self) -> None:
-        return None
+        if self._owed:
+            # Cancelled while a reply was owed: arriving late, it would be taken for the next
+            # command's (aiosmtplib only drops what comes while nothing is asked).
+            self._client.close()
 
 
 class Pipelined:

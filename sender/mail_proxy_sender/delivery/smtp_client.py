@@ -20,6 +20,7 @@ one fixed reason; what it resolved to is only in the server log.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import time
@@ -428,6 +429,9 @@ class SmtpConnection:
             await self._client.rset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             self._client.close()
+        except asyncio.CancelledError:
+            self._client.close()  # RSET's reply, owed, would be taken for the next command's
+            raise
 
     def usable(self, target: SmtpTarget) -> bool:
         """Still connected, for the same target, and younger than the account's `ttl`."""

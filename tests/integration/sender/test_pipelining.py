@@ -38,7 +38,8 @@ SILENCE = "SILENCE"  # the replies so far are written, then nothing more ever
 @dataclass
 class GroupServer:
     """Replies by command: "MAIL", an address, "DATA", "END" (the end of data); 250, or 354
-    for DATA when a recipient was taken, else 554, by default."""
+    for DATA when a recipient was taken, else 554, by default. "RSET" and "NOOP" can only be
+    silent."""
 
     replies: dict[str, str] = field(default_factory=dict)
     trickle: bool = False  # write the replies one byte at a time
@@ -79,6 +80,8 @@ class GroupServer:
                 offer = "250-PIPELINING\r\n" if self.pipelining else ""
                 await self._write(writer, f"250-group.test\r\n{offer}250 SIZE 10000000\r\n")
             elif verb in (b"RSET", b"NOOP"):
+                if self.replies.get(verb.decode()) == SILENCE:
+                    await asyncio.sleep(3600)
                 await self._write(writer, "250 OK\r\n")
             elif verb == b"QUIT":
                 await self._write(writer, "221 Bye\r\n")
