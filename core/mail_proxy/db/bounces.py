@@ -27,6 +27,7 @@ from typing import Literal
 
 import asyncpg
 
+from mail_proxy.db import storable
 from mail_proxy.db.bounced_recipients import mark_bounced
 from mail_proxy.db.suppressions import (
     SOURCE_HARD_BOUNCE,
@@ -99,8 +100,9 @@ async def record_bounce(
     conn: asyncpg.Connection, *, bounce: Bounce, policy: SuppressionPolicy
 ) -> BounceRecorded:
     """Record one bounced recipient; see the module docstring for the policy."""
-    address = normalise(bounce.address)
-    reason = (bounce.reason or "")[:_REASON_MAX] or None
+    address = storable.text(normalise(bounce.address))
+    # Written by whoever sent the DSN: stored as Postgres can (`storable`).
+    reason = storable.optional_text((bounce.reason or "")[:_REASON_MAX] or None)
     event_id: int | None = None
     message_id: str | None = None
     if bounce.message_pk is not None:
@@ -132,7 +134,7 @@ async def record_bounce(
             bounce.tenant_id,
             bounce.event_ts,
             reason,
-            json.dumps(metadata),
+            json.dumps(storable.json_value(metadata)),
         )
         if row is not None:
             event_id, message_id = row["id"], row["message_id"]

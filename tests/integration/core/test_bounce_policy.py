@@ -89,3 +89,21 @@ async def test_a_hard_bounce_records_the_event_on_the_right_tenant(
         conn, bounce=_bounce("hard", message_pk=pk), policy=SuppressionPolicy()
     )
     assert recorded.event_id is None
+
+
+async def test_a_bounce_reason_postgres_cannot_store_as_sent_is_stored_readable(
+    conn: asyncpg.Connection,
+) -> None:
+    """A DSN is written by whoever sent it: a NUL or a byte that is not UTF-8 in its reason is
+    stored as U+FFFD (`db.storable`), not a failed statement retried for ever."""
+    pk = await conn.fetchval("SELECT pk FROM messages WHERE tenant_id = 'acme'")
+    policy = SuppressionPolicy(soft_limit=3, soft_window_seconds=3600)
+    bounce = _bounce("hard", reason="5.1.1 no\x00such user m\udcfcller", message_pk=pk)
+    assert (await record_bounce(conn, bounce=bounce, policy=policy)).suppressed
+    entry = await get_suppression(conn, tenant_id="acme", address="x@example.org")
+    assert entry is not None
+    assert entry.reason == "5.1.1 no\ufffdsuch user m\ufffdller"
+    description = await conn.fetchval(
+        "SELECT description FROM message_events WHERE message_pk = $1", pk
+    )
+    assert description == "5.1.1 no\ufffdsuch user m\ufffdller"
