@@ -253,7 +253,7 @@ async def test_a_learned_recipient_limit_sends_larger_groups_one_command_at_a_ti
         result = await _send(conn, "a@example.org", "b@example.org", "c@example.org")
         assert {r.code for r in result.answers.values()} == {250}
         await _send(conn, "a@example.org", "b@example.org")
-    # 2 taken before "too many": 3 go one at a time from then on, 2 still pipelined.
+    # 2 taken before "too many": 3 go one at a time (until 3 are taken whole), 2 still pipelined.
     assert server.mail_with_more == [True, False, True]
 
 
