@@ -148,13 +148,19 @@ class Sequential:
             self._owed = False
         except aiosmtplib.SMTPResponseException as exc:  # malformed or too long (code -1)
             self._client.close()
-            raise OutOfStep(exc.message[:200], answers_void=False) from exc
-        return self._checked(reply, success)
+            raise OutOfStep(exc.message[:200], answers_void=True) from exc
+        return self._checked(reply, success, answers_void=True)
 
-    def _checked(self, reply: SMTPResponse, success: frozenset[int]) -> SMTPResponse:
+    def _checked(
+        self, reply: SMTPResponse, success: frozenset[int], *, answers_void: bool
+    ) -> SMTPResponse:
+        """`reply`, when it fits its command; else the session is closed. Before the message
+        is sent, the transaction's earlier replies are void too: aiosmtplib keeps a second
+        reply that came with the first for the next command, so one reply too many pairs
+        every later command with its predecessor's reply here as well."""
         if not fits(reply, success):
             self._client.close()
-            raise OutOfStep(f"{reply.code} {reply.message[:200]}", answers_void=False)
+            raise OutOfStep(f"{reply.code} {reply.message[:200]}", answers_void=answers_void)
         return reply
 
     async def data(self, message: bytes) -> SMTPResponse:
@@ -177,7 +183,7 @@ class Sequential:
         except aiosmtplib.SMTPResponseException as exc:
             self._client.close()
             raise OutOfStep(exc.message[:200], answers_void=False) from exc
-        if self._checked(reply, END_OF_DATA_OK).code == 421:
+        if self._checked(reply, END_OF_DATA_OK, answers_void=False).code == 421:
             self._client.close()  # the server is closing the session (RFC 5321 3.8)
         if reply.code >= 400:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)

@@ -33,8 +33,10 @@ END_OF_DATA_OK = frozenset(range(200, 300))
 class OutOfStep(aiosmtplib.SMTPServerDisconnected):
     """The server's replies do not fit the commands sent; the session has been closed.
 
-    `answers_void`: no reply of the transaction read so far can be paired with its command (a
-    pipelined group, RFC 2920 3.1, pairs them by order only), so nobody's answer is kept.
+    `answers_void`: no reply of the transaction read so far can be paired with its command, so
+    nobody's answer is kept: replies are paired with commands by order only (RFC 2920 3.1 for
+    a group; aiosmtplib's buffer one command at a time), and a reply out of place shifts
+    every one after it. False once the message was sent after a 354: the replies up to it fit.
     """
 
     def __init__(self, detail: str, *, answers_void: bool) -> None:

@@ -377,7 +377,15 @@ class SmtpConnection:
             except Exception as exc:
                 # Hang-up or timeout at this RCPT: nobody's answer, the session is over.
                 if isinstance(exc, OutOfStep) and exc.answers_void:
-                    raise
+                    # Nobody's answer in this transaction holds; one command at a time, the
+                    # reply came to this recipient's command: it is named alone next time.
+                    sequential = isinstance(exchange, Sequential) and not past_limit
+                    return TransactionResult(
+                        {},
+                        list(recipients),
+                        self._ended(exc),
+                        ended_at_address=address if sequential else None,
+                    )
                 return TransactionResult(
                     answers,
                     accepted + unnamed + recipients[index:],
