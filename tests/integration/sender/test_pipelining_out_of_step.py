@@ -13,6 +13,7 @@ import pytest
 from mail_proxy_sender.delivery.failures import SessionEnded
 from mail_proxy_sender.delivery.replies import OutOfStep, ReplyReader
 from mail_proxy_sender.delivery.smtp_client import TransactionResult
+from tests.integration.sender.conftest import World, eventually, running_sender
 from tests.integration.sender.test_pipelining import SILENCE, GroupServer, _send, group_server
 
 EVERYONE = ["a@example.org", "b@example.org", "c@example.org"]
@@ -177,3 +178,33 @@ async def test_a_transaction_cancelled_at_its_rset_closes_the_session(pipelining
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not conn.usable(conn.target)
+
+
+@WAYS
+async def test_a_server_always_out_of_step_defers_the_message_and_sends_nothing(
+    world: World, pipelining: bool
+) -> None:
+    """Sessions end one after another (bounded), then the message waits for the retry table:
+    never sent on an answer that was not its own, never wedged."""
+    server = _server(pipelining, {"MAIL": "250 OK\r\n250 Again", "b@example.org": "550 No"})
+    listening = await asyncio.start_server(server.serve, "127.0.0.1", 0)
+    try:
+        await world.tenant("acme")
+        await world.account("acme", "smtp1", listening.sockets[0].getsockname()[1])
+        await world.enqueue("acme", "smtp1", {"id": "m1", "to": EVERYONE})
+        async with running_sender(world):
+            await eventually(lambda: _deferred(world))
+    finally:
+        listening.close()
+        await listening.wait_closed()
+    assert server.bodies == []
+    assert 1 < server.connections <= 1 + 2 + 5  # GMP_SMTP_RECONNECT_ATTEMPTS, suspects
+    statuses = await world.fetchval(
+        "SELECT array_agg(DISTINCT status) FROM message_recipients WHERE address = ANY($1)",
+        EVERYONE,
+    )
+    assert statuses in (None, ["deferred"])  # nobody refused for another's 550
+
+
+async def _deferred(world: World) -> bool:
+    return (await world.message("acme", "m1"))["state"] == "deferred"
