@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -106,11 +108,25 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
+@contextlib.contextmanager
+def _private_root(prefix: str) -> Iterator[Path]:
+    """A folder outside pytest's temporary root, removed at the end. An instance's embedded
+    Postgres runs as the `pgserver` user when the tests run as root, and a pytest session
+    started meanwhile on the same machine makes pytest's root private to root again (0700):
+    that Postgres could then no longer reach its own data directory (PANIC, the instance
+    answers 503 from then on)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
+def cli() -> Iterator[Cli]:
     """A fresh home; any instance a test left running is stopped afterwards."""
-    runner = Cli(tmp_path)
-    with interrupt_on_sigterm():
+    with _private_root("mp-cli-") as root, interrupt_on_sigterm():
+        runner = Cli(root)
         try:
             yield runner
         finally:
@@ -141,10 +157,10 @@ class Lab:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    runner = Cli(tmp_path_factory.mktemp("cli-lab"))
+def lab() -> Iterator[Lab]:
     port = free_port()
-    with interrupt_on_sigterm():
+    with _private_root("mp-cli-lab-") as root, interrupt_on_sigterm():
+        runner = Cli(root)
         try:
             runner.run("start", "lab", "--port", str(port))
             token = runner.json("lab", "token")["token"]
