@@ -23,7 +23,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
 from mail_proxy.outbound import OutboundPolicy
-from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpTarget, default_options
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection
+from mail_proxy_sender.delivery.smtp_target import SmtpTarget, default_options
 
 
 async def _plain(host: str, port: int) -> float:

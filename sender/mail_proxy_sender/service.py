@@ -39,7 +39,7 @@ from mail_proxy_sender.delivery.lanes import Job
 from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter
 from mail_proxy_sender.delivery.retry import RetryPolicy
-from mail_proxy_sender.delivery.smtp_client import default_options
+from mail_proxy_sender.delivery.smtp_target import default_options
 from mail_proxy_sender.delivery.wakeups import Wakeups
 from mail_proxy_sender.inbound.routing import RoutingCache
 from mail_proxy_sender.inbound.supervisor import InboundDeps, InboundSupervisor

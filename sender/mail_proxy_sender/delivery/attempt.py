@@ -46,7 +46,8 @@ from mail_proxy_sender.delivery.lease_keeper import LeaseKeeper
 from mail_proxy_sender.delivery.outcome_writer import OutcomeWriter, Recorded
 from mail_proxy_sender.delivery.recipient_tally import RecipientTally
 from mail_proxy_sender.delivery.retry import RetryPolicy
-from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection
+from mail_proxy_sender.delivery.smtp_target import SmtpOptions, SmtpTarget
 from mail_proxy_sender.delivery.transactions import TransactionLoop
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""One SMTP connection to an account's server, with the account's TLS mode and credentials.
-
-TLS modes (reference section 7.2, with verification on by default):
-- implicit TLS when the port is an implicit-TLS port (465) and `use_tls` is true or null;
-- mandatory STARTTLS when `use_tls` is true on any other port;
-- opportunistic STARTTLS when `use_tls` is null and the server offers it;
-- none when `use_tls` is false.
-Certificates are verified against the system store (plus `smtp_ca_file`) unless the account
-sets `tls_verify` false. Failures leave as `DeliveryFailure` types (see `failures`): opening a
-session fails with the account's failure, a transaction reports each recipient's answer.
+"""One SMTP connection to an account's server, with the account's TLS mode (`smtp_target`)
+and credentials. Failures leave as `DeliveryFailure` types (see `failures`): opening a session
+fails with the account's failure, a transaction reports each recipient's answer.
 
 The account's host is chosen by a tenant, so it is vetted like every destination reached on a
 tenant's behalf (`mail_proxy_sender.outbound.destinations`, SPEC section 13): resolved once, every
@@ -22,21 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import time
-from dataclasses import dataclass, field
-from enum import Enum
-from functools import cache, lru_cache
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from functools import lru_cache
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.typing import SMTPStatus
 
-from mail_proxy.encryption import SecretBox
 from mail_proxy.errors import DestinationRefused
-from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.delivery.exchange import (
     Exchange,
     Pipelined,
@@ -55,11 +42,10 @@ from mail_proxy_sender.delivery.failures import (
 )
 from mail_proxy_sender.delivery.rcpt_answers import Answer, RcptOutcome, rcpt_outcome
 from mail_proxy_sender.delivery.replies import OutOfStep
+from mail_proxy_sender.delivery.smtp_target import SmtpOptions, SmtpTarget, TlsMode, tls_context
 from mail_proxy_sender.outbound.destinations import (
-    Resolver,
     Unresolvable,
     connect_socket,
-    system_resolver,
     vetted_addresses,
 )
 
@@ -70,48 +56,6 @@ def _quoted(address: str) -> str:
     (`quote_address`), done once per address: it parses the address every time, a measurable
     share of a sender's CPU per message."""
     return quote_address(address)
-
-
-class TlsMode(Enum):
-    IMPLICIT = "implicit"
-    STARTTLS = "starttls"
-    OPPORTUNISTIC = "opportunistic"
-    NONE = "none"
-
-
-@dataclass(frozen=True)
-class SmtpTarget:
-    """Where and how to connect; equal targets can share connections."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    use_tls: bool | None
-    tls_verify: bool
-    max_age_seconds: float
-
-    @classmethod
-    def of_account(cls, account: dict[str, Any], box: SecretBox) -> SmtpTarget:
-        return cls(
-            host=account["host"],
-            port=account["port"],
-            username=account["username"],
-            password=box.decrypt(account["password"]),
-            use_tls=account["use_tls"],
-            tls_verify=account["tls_verify"],
-            max_age_seconds=float(account["ttl"] or 300),
-        )
-
-    def tls_mode(self, implicit_ports: tuple[int, ...]) -> TlsMode:
-        if self.use_tls is False:
-            return TlsMode.NONE
-        if self.port in implicit_ports:
-            return TlsMode.IMPLICIT
-        return TlsMode.STARTTLS if self.use_tls else TlsMode.OPPORTUNISTIC
-
-    def __repr__(self) -> str:  # never show the password
-        return f"SmtpTarget({self.host}:{self.port}, user={self.username!r})"
 
 
 @dataclass
@@ -129,50 +73,6 @@ class TransactionResult:
     # The recipient whose RCPT the session ended at, with the answer when there was one (421).
     ended_at: Answer | None = None
     ended_at_address: str | None = None
-
-
-@dataclass(frozen=True)
-class SmtpOptions:
-    timeout_seconds: float
-    implicit_tls_ports: tuple[int, ...]
-    ca_file: Path | None
-    local_hostname: str
-    reconnect_attempts: int = 2  # new sessions for one message after a 421 / dropped one
-    data_timeout_seconds: float = 600.0  # the end-of-DATA answer (RFC 5321 4.5.3.2.6)
-    # Where account hosts may point: public addresses, plus GMP_OUTBOUND_ALLOW.
-    policy: OutboundPolicy = field(default_factory=OutboundPolicy)
-    resolver: Resolver = system_resolver
-
-
-@cache
-def _tls_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def default_options(
-    *,
-    timeout_seconds: float,
-    implicit_tls_ports: tuple[int, ...],
-    ca_file: Path | None,
-    reconnect_attempts: int = 2,
-    data_timeout_seconds: float = 600.0,
-    policy: OutboundPolicy | None = None,
-) -> SmtpOptions:
-    return SmtpOptions(
-        timeout_seconds,
-        implicit_tls_ports,
-        ca_file,
-        socket.gethostname(),
-        reconnect_attempts,
-        max(timeout_seconds, data_timeout_seconds),
-        policy or OutboundPolicy(),
-    )
 
 
 @dataclass(frozen=True)
@@ -214,7 +114,7 @@ class SmtpConnection:
             timeout=options.timeout_seconds,
             use_tls=mode is TlsMode.IMPLICIT,
             start_tls={TlsMode.STARTTLS: True, TlsMode.OPPORTUNISTIC: None}.get(mode, False),
-            tls_context=_tls_context(target.tls_verify, options.ca_file)
+            tls_context=tls_context(target.tls_verify, options.ca_file)
             if mode is not TlsMode.NONE
             else None,
         )

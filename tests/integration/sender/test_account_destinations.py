@@ -13,7 +13,8 @@ import trustme
 
 from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.delivery.failures import AccountFailure
-from mail_proxy_sender.delivery.smtp_client import SmtpConnection, SmtpOptions, SmtpTarget
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection
+from mail_proxy_sender.delivery.smtp_target import SmtpOptions, SmtpTarget
 from mail_proxy_sender.outbound.destinations import REFUSED_REASON
 from tests.conftest import free_port
 from tests.integration.sender.conftest import World, eventually, running_sender

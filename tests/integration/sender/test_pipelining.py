@@ -21,12 +21,8 @@ import trustme
 from mail_proxy.outbound import OutboundPolicy
 from mail_proxy_sender.delivery.exchange import RecipientLimits
 from mail_proxy_sender.delivery.failures import SessionEnded
-from mail_proxy_sender.delivery.smtp_client import (
-    SmtpConnection,
-    SmtpOptions,
-    SmtpTarget,
-    TransactionResult,
-)
+from mail_proxy_sender.delivery.smtp_client import SmtpConnection, TransactionResult
+from mail_proxy_sender.delivery.smtp_target import SmtpOptions, SmtpTarget
 from tests.integration.sender.conftest import World, eventually
 from tests.integration.sender.processes import sender_processes
 from tests.integration.sender.servers import SmtpSink, smtp_server
