@@ -20,6 +20,7 @@ from mail_proxy.encryption import SecretBox, load_box
 from mail_proxy.instance_settings import LiveSettings, follow_instance_settings
 
 KEY_FILE = "encryption_key"
+_POOL_CLOSE_SECONDS = 10.0  # then the pool's connections are closed without Postgres' answer
 
 
 @dataclass
@@ -66,7 +67,12 @@ async def pool_for(settings: Settings, db: Database) -> AsyncIterator[asyncpg.Po
     try:
         yield pool
     finally:
-        await pool.close()
+        try:
+            # A graceful close waits for Postgres to answer; a frozen one never does.
+            async with asyncio.timeout(_POOL_CLOSE_SECONDS):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
 
 
 @contextlib.asynccontextmanager

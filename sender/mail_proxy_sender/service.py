@@ -52,6 +52,10 @@ from mail_proxy_sender.webhooks.deliverer import WebhookDeliverer, WebhookDeps
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
+# Beyond `shutdown_grace_seconds`, for the outcome writer's last flush, the side tasks and the
+# releases of leases and connection slots: short of the chart's pod grace (drainSeconds + 15),
+# so that a drain held by the database ends with a log line rather than a SIGKILL.
+_DRAIN_SLACK_SECONDS = 12.0
 
 
 def new_owner_id() -> str:
@@ -261,16 +265,36 @@ async def run_sender(ctx: SenderContext, stop: asyncio.Event) -> None:
     finally:
         halt.set()
         stop_task.cancel()
-        # The leasing loop finishes its cycle first, so nothing is leased after the drain.
-        await asyncio.gather(dispatcher_task, return_exceptions=True)
-        await _drain(dispatcher, writer, s)
-        writer_task.cancel()  # done already, unless the database was away for the whole drain
-        listen_stop.set()
-        await asyncio.wait(parts, timeout=5)  # a report call in progress may finish
-        for task in parts:
-            task.cancel()
-        await asyncio.gather(*parts, writer_task, return_exceptions=True)
-        await slots.close()
+        # Postgres up but answering nothing (a frozen VM, a lock pile-up) would hold the drain's
+        # queries, the release of cancelled ones and the pool's close for ever: past the drain's
+        # own bounds it is cut short and the pool's connections closed under it (what was not
+        # stored by then is logged as lost), and the process ends.
+        bound = s.shutdown_grace_seconds + _DRAIN_SLACK_SECONDS
+        try:
+            async with asyncio.timeout(bound):
+                # The leasing loop finishes its cycle first, so nothing is leased after the drain.
+                await asyncio.gather(dispatcher_task, return_exceptions=True)
+                await _drain(dispatcher, writer, s)
+                writer_task.cancel()  # done already, unless the database was away for the drain
+                listen_stop.set()
+                await asyncio.wait(parts, timeout=5)  # a report call in progress may finish
+                for task in parts:
+                    task.cancel()
+                await asyncio.gather(*parts, writer_task, return_exceptions=True)
+                await slots.close()
+        except TimeoutError:
+            log.error(
+                "drain held by the database; its connections are closed",
+                extra={
+                    "action": "drain_stuck",
+                    "after_seconds": bound,
+                    "owner": ctx.owner,
+                    "outcomes_lost": writer.unstored,
+                },
+            )
+            for task in (*parts, writer_task):
+                task.cancel()
+            ctx.pool.terminate()
         await attachment_http.aclose()
         await sync_http.aclose()
         await webhook_http.aclose()

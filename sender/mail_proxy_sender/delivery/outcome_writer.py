@@ -60,6 +60,11 @@ class OutcomeWriter:
         self._idle.set()
         self._closing = False
 
+    @property
+    def unstored(self) -> int:
+        """Outcomes queued and not stored yet."""
+        return len(self._pending)
+
     def put(self, item: Recorded) -> None:
         self._pending.append(item)
         self._idle.clear()
@@ -93,7 +98,7 @@ class OutcomeWriter:
         except TimeoutError:
             log.error(
                 "outcomes not stored at shutdown",
-                extra={"action": "outcomes_lost", "count": len(self._pending)},
+                extra={"action": "outcomes_lost", "count": self.unstored},
             )
 
     async def _store(self, batch: list[Recorded]) -> bool:
